@@ -1,0 +1,1 @@
+//! Asset registry (filled in by the assets work).

@@ -1,0 +1,3 @@
+//! `lantern`: argument parsing and printing; the work lives in the library crates.
+
+fn main() {}
