@@ -10,6 +10,8 @@
 //! Functions ending in `_in` take the cache root explicitly, so tests and tools can use another
 //! folder without touching the environment.
 
+#![warn(missing_docs)]
+
 pub mod ar;
 mod cache;
 mod catalog;
