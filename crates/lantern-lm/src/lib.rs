@@ -1,1 +1,16 @@
-//! LM runtime.
+//! Lantern's LM runtime: GGUF and safetensors checkpoints, tokenizers, the Llama and GPT-NeoX
+//! architectures with named hook points, generation and perplexity.
+
+pub mod gguf;
+pub mod hooks;
+pub mod tokenizer;
+pub mod checkpoint;
+pub mod config;
+pub mod error;
+pub mod model;
+pub mod quant;
+pub mod runtime;
+
+pub use error::{LmError, Result};
+pub use hooks::{BlockSite, HookPoint, Hooks};
+pub use model::{KvCache, LogitsFor, Model, WeightMode};
