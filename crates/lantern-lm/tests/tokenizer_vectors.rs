@@ -13,60 +13,11 @@
 //! `nomic-bert-moe` (Unigram / T5), `gemma-4` (SentencePiece-style BPE over raw UTF-8);
 //! `aquila` and `baichuan` ship no vectors.
 
-use std::path::PathBuf;
+mod tokenizer_common;
 
 use lantern_lm::gguf::GgufFile;
 use lantern_lm::tokenizer::{Tokenizer, TokenizerKind};
-
-fn vocab_dir() -> PathBuf {
-    if let Some(d) = std::env::var_os("LANTERN_VOCAB_DIR").filter(|d| !d.is_empty()) {
-        return PathBuf::from(d);
-    }
-    lantern_assets::fetch("vocab-vectors").expect("fetch the vocab-vectors asset")
-}
-
-/// The texts and expected ids of one vocabulary, read as `test-tokenizer-0.cpp` reads them.
-fn read_vectors(name: &str) -> Vec<(String, Vec<u32>)> {
-    let dir = vocab_dir();
-    let base = dir.join(format!("ggml-vocab-{name}.gguf"));
-    let inp = std::fs::read_to_string(base.with_extension("gguf.inp")).expect("read .inp");
-    let out = std::fs::read_to_string(base.with_extension("gguf.out")).expect("read .out");
-    let sep = "\n__ggml_vocab_test__\n";
-    let mut texts = Vec::new();
-    let mut pos = 0;
-    while pos < inp.len() {
-        match inp[pos..].find(sep) {
-            Some(i) => {
-                texts.push(inp[pos..pos + i].to_string());
-                pos += i + sep.len();
-            }
-            None => {
-                texts.push(inp[pos..].to_string());
-                break;
-            }
-        }
-    }
-    let ids: Vec<Vec<u32>> = out
-        .lines()
-        .map(|l| {
-            l.split_whitespace()
-                .map(|t| t.parse().expect("id"))
-                .collect()
-        })
-        .collect();
-    assert_eq!(
-        texts.len(),
-        ids.len(),
-        "{name}: .inp and .out disagree on the number of tests"
-    );
-    texts.into_iter().zip(ids).collect()
-}
-
-fn load(name: &str) -> Tokenizer {
-    let path = vocab_dir().join(format!("ggml-vocab-{name}.gguf"));
-    let gguf = GgufFile::open(&path).expect("open vocab gguf");
-    Tokenizer::from_gguf(&gguf).expect("build tokenizer")
-}
+use tokenizer_common::{load_vocab as load, read_vectors, vocab_gguf};
 
 /// Checks every vector of `name`; also that decoding gives the text back.
 fn check(name: &str) {
@@ -168,8 +119,7 @@ fn unsupported_vocabularies_are_clear_errors() {
         ("nomic-bert-moe", "t5"),
         ("gemma-4", "gemma4"),
     ] {
-        let path = vocab_dir().join(format!("ggml-vocab-{name}.gguf"));
-        let gguf = GgufFile::open(&path).expect("open vocab gguf");
+        let gguf = GgufFile::open(vocab_gguf(name)).expect("open vocab gguf");
         let err = Tokenizer::from_gguf(&gguf).expect_err(name).to_string();
         assert!(err.contains(what), "{name}: {err}");
     }
