@@ -22,7 +22,10 @@ impl Loaded {
     /// Stacks matrices with the same row length on top of each other (fusing q/k/v, gate/up).
     pub fn concat_rows(parts: Vec<Loaded>, name: &str) -> Result<Loaded> {
         let cols = parts[0].shape.last().copied().unwrap_or(0);
-        if parts.iter().any(|p| p.shape.len() != 2 || p.shape[1] != cols) {
+        if parts
+            .iter()
+            .any(|p| p.shape.len() != 2 || p.shape[1] != cols)
+        {
             return Err(LmError::BadTensor {
                 origin: "checkpoint".into(),
                 name: name.into(),
@@ -146,13 +149,14 @@ impl Checkpoint {
 
     /// Loads a tensor that must exist.
     pub fn require(&self, arch: Arch, name: &str) -> Result<Loaded> {
-        self.load(arch, name)?.ok_or_else(|| LmError::MissingTensor {
-            origin: self.source(),
-            name: match self {
-                Checkpoint::Gguf(_) => name.to_string(),
-                Checkpoint::HfFolder { .. } => hf_name(arch, name),
-            },
-        })
+        self.load(arch, name)?
+            .ok_or_else(|| LmError::MissingTensor {
+                origin: self.source(),
+                name: match self {
+                    Checkpoint::Gguf(_) => name.to_string(),
+                    Checkpoint::HfFolder { .. } => hf_name(arch, name),
+                },
+            })
     }
 }
 
@@ -272,9 +276,10 @@ pub fn hf_name(arch: Arch, name: &str) -> String {
         (Arch::Llama, "output.weight") => Some("lm_head.weight".to_string()),
         (Arch::GptNeox, "token_embd.weight") => Some("gpt_neox.embed_in.weight".to_string()),
         (Arch::GptNeox, "output.weight") => Some("embed_out.weight".to_string()),
-        (Arch::GptNeox, n) if n.starts_with("output_norm.") => {
-            Some(format!("{prefix}final_layer_norm.{}", &n["output_norm.".len()..]))
-        }
+        (Arch::GptNeox, n) if n.starts_with("output_norm.") => Some(format!(
+            "{prefix}final_layer_norm.{}",
+            &n["output_norm.".len()..]
+        )),
         _ => None,
     };
     if let Some(t) = top {

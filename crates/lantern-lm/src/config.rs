@@ -66,7 +66,9 @@ impl Config {
             what,
         };
         if self.n_layers == 0 || self.d_model == 0 || self.n_heads == 0 || self.vocab_size == 0 {
-            return Err(bad("a zero size (layers, width, heads or vocabulary)".into()));
+            return Err(bad(
+                "a zero size (layers, width, heads or vocabulary)".into()
+            ));
         }
         if self.n_kv_heads == 0 || self.n_heads % self.n_kv_heads != 0 {
             return Err(bad(format!(

@@ -21,7 +21,9 @@ pub enum GgufError {
     BadMagic { path: PathBuf, magic: [u8; 4] },
     #[error("{path}: unsupported GGUF version {version} (supported: 2, 3)")]
     BadVersion { path: PathBuf, version: u32 },
-    #[error("{path}: truncated or corrupt: {what} at byte {offset} runs past the end ({len} bytes)")]
+    #[error(
+        "{path}: truncated or corrupt: {what} at byte {offset} runs past the end ({len} bytes)"
+    )]
     Truncated {
         path: PathBuf,
         what: String,
@@ -237,7 +239,9 @@ impl GgufFile {
     }
 
     /// Parses a GGUF image held in memory (used by tests and fuzzing; no file needed).
-    pub fn parse_bytes(bytes: &[u8]) -> Result<(u32, BTreeMap<String, Value>, Vec<TensorInfo>), GgufError> {
+    pub fn parse_bytes(
+        bytes: &[u8],
+    ) -> Result<(u32, BTreeMap<String, Value>, Vec<TensorInfo>), GgufError> {
         parse(bytes, Path::new("<memory>"))
     }
 
@@ -355,7 +359,9 @@ impl<'a> Cursor<'a> {
             10 => Value::U64(self.u64(key)?),
             11 => Value::I64(i64::from_le_bytes(self.array(key)?)),
             12 => Value::F64(f64::from_le_bytes(self.array(key)?)),
-            other => return Err(self.corrupt(format!("metadata {key}: unknown value type {other}"))),
+            other => {
+                return Err(self.corrupt(format!("metadata {key}: unknown value type {other}")))
+            }
         };
         Ok(v)
     }
@@ -397,7 +403,9 @@ fn parse(buf: &[u8], path: &Path) -> Result<Parsed, GgufError> {
         .and_then(Value::as_u64)
         .unwrap_or(32);
     if alignment == 0 || !alignment.is_power_of_two() {
-        return Err(c.corrupt(format!("general.alignment {alignment} is not a power of two")));
+        return Err(c.corrupt(format!(
+            "general.alignment {alignment} is not a power of two"
+        )));
     }
     let data_start = (c.pos as u64).div_ceil(alignment) * alignment;
     for t in infos.iter_mut() {
@@ -410,7 +418,9 @@ fn tensor_info(c: &mut Cursor<'_>) -> Result<TensorInfo, GgufError> {
     let name = c.string("tensor name")?;
     let n_dims = c.u32(&name)?;
     if n_dims == 0 || n_dims > 4 {
-        return Err(c.corrupt(format!("tensor {name}: {n_dims} dimensions (expected 1..=4)")));
+        return Err(c.corrupt(format!(
+            "tensor {name}: {n_dims} dimensions (expected 1..=4)"
+        )));
     }
     let mut dims = Vec::with_capacity(n_dims as usize);
     for _ in 0..n_dims {
@@ -439,7 +449,10 @@ fn place_tensor(
         what,
     };
     if t.offset % alignment != 0 {
-        return Err(corrupt(format!("tensor {}: offset {} not aligned", t.name, t.offset)));
+        return Err(corrupt(format!(
+            "tensor {}: offset {} not aligned",
+            t.name, t.offset
+        )));
     }
     let n_el = t
         .dims

@@ -76,7 +76,11 @@ impl HookPoint {
     pub fn all(n_layers: usize) -> Vec<HookPoint> {
         let mut v = vec![HookPoint::Embed];
         for layer in 0..n_layers {
-            v.extend(BlockSite::ALL.iter().map(|&site| HookPoint::Block { layer, site }));
+            v.extend(
+                BlockSite::ALL
+                    .iter()
+                    .map(|&site| HookPoint::Block { layer, site }),
+            );
         }
         v.extend([HookPoint::FinalNorm, HookPoint::Logits]);
         v
@@ -164,7 +168,9 @@ impl<'a> Hooks<'a> {
 
     /// Replaces the activation at `point` with `value` (broadcast to its shape).
     pub fn replace(self, point: HookPoint, value: Tensor) -> Self {
-        self.with_fn(point, move |x| Ok(Some(value.broadcast_as(x.shape())?.contiguous()?)))
+        self.with_fn(point, move |x| {
+            Ok(Some(value.broadcast_as(x.shape())?.contiguous()?))
+        })
     }
 
     /// Adds `delta` (broadcast) to the activation at `point`, e.g. a steering vector.
@@ -270,9 +276,15 @@ mod tests {
             .read(p)
             .stop_early(true);
         let y = hooks.apply(p, x).unwrap();
-        assert_eq!(y.flatten_all().unwrap().to_vec1::<f32>().unwrap(), [11.0, 22.0]);
+        assert_eq!(
+            y.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+            [11.0, 22.0]
+        );
         let got = hooks.take(p).unwrap();
-        assert_eq!(got.flatten_all().unwrap().to_vec1::<f32>().unwrap(), [11.0, 22.0]);
+        assert_eq!(
+            got.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+            [11.0, 22.0]
+        );
         assert_eq!(hooks.stop_after(), Some(p));
         assert!(hooks.touches_layer(0) && !hooks.touches_layer(1));
     }

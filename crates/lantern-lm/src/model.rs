@@ -242,10 +242,13 @@ impl Builder<'_> {
                 let hd = c.head_dim;
                 let perm: Vec<usize> = (0..3)
                     .flat_map(|part| {
-                        (0..c.n_heads).flat_map(move |h| (0..hd).map(move |d| (h * 3 + part) * hd + d))
+                        (0..c.n_heads)
+                            .flat_map(move |h| (0..hd).map(move |d| (h * 3 + part) * hd + d))
                     })
                     .collect();
-                let w = self.require(&format!("{p}.attn_qkv.weight"))?.permute_rows(&perm)?;
+                let w = self
+                    .require(&format!("{p}.attn_qkv.weight"))?
+                    .permute_rows(&perm)?;
                 let b = match self.ckpt.load(c.arch, &format!("{p}.attn_qkv.bias"))? {
                     Some(b) => Some(b.permute_rows(&perm)?),
                     None => None,
@@ -306,7 +309,12 @@ impl Model {
             vars: Vec::new(),
         };
         let embed_l = b.require("token_embd.weight")?;
-        check_shape(ckpt, "token_embd.weight", &embed_l.shape, &[cfg.vocab_size, cfg.d_model])?;
+        check_shape(
+            ckpt,
+            "token_embd.weight",
+            &embed_l.shape,
+            &[cfg.vocab_size, cfg.d_model],
+        )?;
         let head_l = match ckpt.load(cfg.arch, "output.weight")? {
             Some(h) if !cfg.tied_embeddings || ckpt_is_gguf(ckpt) => Some(h),
             _ => None,
@@ -352,7 +360,12 @@ impl Model {
         let c = &self.cfg;
         let qkv_rows = (c.n_heads + 2 * c.n_kv_heads) * c.head_dim;
         for (i, blk) in self.blocks.iter().enumerate() {
-            check_shape(ckpt, &format!("blk.{i}.attn_qkv"), blk.qkv.w.dims(), &[qkv_rows, c.d_model])?;
+            check_shape(
+                ckpt,
+                &format!("blk.{i}.attn_qkv"),
+                blk.qkv.w.dims(),
+                &[qkv_rows, c.d_model],
+            )?;
             check_shape(
                 ckpt,
                 &format!("blk.{i}.attn_output"),
@@ -363,9 +376,18 @@ impl Model {
                 Mlp::SwiGlu { gate_up, down } => (gate_up.w.dim(0)?, down),
                 Mlp::Gelu { up, down } => (up.w.dim(0)?, down),
             };
-            let want_up = if c.arch == Arch::Llama { 2 * c.d_ff } else { c.d_ff };
+            let want_up = if c.arch == Arch::Llama {
+                2 * c.d_ff
+            } else {
+                c.d_ff
+            };
             check_shape(ckpt, &format!("blk.{i}.ffn_up"), &[up_rows], &[want_up])?;
-            check_shape(ckpt, &format!("blk.{i}.ffn_down"), down.w.dims(), &[c.d_model, c.d_ff])?;
+            check_shape(
+                ckpt,
+                &format!("blk.{i}.ffn_down"),
+                down.w.dims(),
+                &[c.d_model, c.d_ff],
+            )?;
         }
         Ok(())
     }
@@ -405,7 +427,10 @@ impl Model {
     pub fn embed(&self, ids: &Tensor) -> Result<Tensor> {
         let (b, t) = ids.dims2()?;
         let flat = ids.flatten_all()?;
-        Ok(self.embed.index_select(&flat, 0)?.reshape((b, t, self.cfg.d_model))?)
+        Ok(self
+            .embed
+            .index_select(&flat, 0)?
+            .reshape((b, t, self.cfg.d_model))?)
     }
 
     /// Runs token ids `[batch, seq]` starting at position `pos` (the cache length when a cache is
@@ -500,7 +525,11 @@ impl Model {
         if done {
             return Ok(None);
         }
-        let mlp_in = if self.cfg.parallel_residual { &resid_pre } else { &mid };
+        let mlp_in = if self.cfg.parallel_residual {
+            &resid_pre
+        } else {
+            &mid
+        };
         let h = blk.mlp_norm.forward(mlp_in, fast)?;
         let (act, down) = match &blk.mlp {
             Mlp::SwiGlu { gate_up, down } => {
@@ -596,7 +625,9 @@ impl Model {
         };
         let rotated = match (c.rope_style, self.fast()) {
             (RopeStyle::Interleaved, true) => candle_nn::rotary_emb::rope_i(&rot, &cos, &sin)?,
-            (RopeStyle::Interleaved, false) => candle_nn::rotary_emb::rope_i_slow(&rot, &cos, &sin)?,
+            (RopeStyle::Interleaved, false) => {
+                candle_nn::rotary_emb::rope_i_slow(&rot, &cos, &sin)?
+            }
             (RopeStyle::Half, true) => candle_nn::rotary_emb::rope(&rot, &cos, &sin)?,
             (RopeStyle::Half, false) => candle_nn::rotary_emb::rope_slow(&rot, &cos, &sin)?,
         };
@@ -615,7 +646,15 @@ fn ckpt_is_gguf(ckpt: &Checkpoint) -> bool {
 fn causal_mask(t: usize, total: usize, device: &Device) -> Result<Tensor> {
     let offset = total - t;
     let data: Vec<f32> = (0..t)
-        .flat_map(|i| (0..total).map(move |j| if j <= offset + i { 0.0 } else { f32::NEG_INFINITY }))
+        .flat_map(|i| {
+            (0..total).map(move |j| {
+                if j <= offset + i {
+                    0.0
+                } else {
+                    f32::NEG_INFINITY
+                }
+            })
+        })
         .collect();
     Ok(Tensor::from_vec(data, (t, total), device)?)
 }

@@ -75,7 +75,12 @@ pub fn token_ce(logits: &Tensor, ids: &[u32]) -> Result<Vec<f64>> {
         .zip(ids.iter().skip(1))
         .map(|(row, &next)| {
             let max = row.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b)) as f64;
-            let lse = row.iter().map(|&v| (v as f64 - max).exp()).sum::<f64>().ln() + max;
+            let lse = row
+                .iter()
+                .map(|&v| (v as f64 - max).exp())
+                .sum::<f64>()
+                .ln()
+                + max;
             lse - row[next as usize] as f64
         })
         .collect())
@@ -109,7 +114,9 @@ pub fn perplexity(
         progress(window.len());
     }
     if n == 0 {
-        return Err(LmError::Input("text too short: need at least 2 tokens".into()));
+        return Err(LmError::Input(
+            "text too short: need at least 2 tokens".into(),
+        ));
     }
     Ok(Perplexity {
         tokens: n,
@@ -119,7 +126,11 @@ pub fn perplexity(
 
 /// Runs a batch of sequences of different lengths in one pass (right-padded with token 0) and
 /// returns `[batch, max_len, vocab]` logits; positions past a row's length are padding.
-pub fn forward_batch(model: &Model, seqs: &[Vec<u32>], hooks: &mut Hooks<'_>) -> Result<Option<Tensor>> {
+pub fn forward_batch(
+    model: &Model,
+    seqs: &[Vec<u32>],
+    hooks: &mut Hooks<'_>,
+) -> Result<Option<Tensor>> {
     let ids = pad_batch(model, seqs)?;
     model.forward(&ids, None, hooks, LogitsFor::All)
 }
@@ -175,7 +186,12 @@ impl Generation {
 
 /// Generates up to `s.max_tokens` tokens after `prompt` with a KV cache; `on_token` sees each
 /// new id as it is produced (for streaming output).
-pub fn generate(model: &Model, prompt: &[u32], s: &Sampling, mut on_token: impl FnMut(u32)) -> Result<Generation> {
+pub fn generate(
+    model: &Model,
+    prompt: &[u32],
+    s: &Sampling,
+    mut on_token: impl FnMut(u32),
+) -> Result<Generation> {
     if prompt.is_empty() {
         return Err(LmError::Input("empty prompt".into()));
     }

@@ -1,3 +1,40 @@
 //! `lantern`: argument parsing and printing; the work lives in the library crates.
 
-fn main() {}
+mod assets_cmd;
+mod lm_cmd;
+mod output;
+
+use clap::{Parser, Subcommand};
+
+/// Lantern: LM interpretability, math web data and alignment research in one binary.
+#[derive(Parser)]
+#[command(name = "lantern", version, about)]
+struct Cli {
+    /// Print one JSON object on stdout (progress and logs go to stderr).
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Fetch and verify the real models and data sets (cached under $LANTERN_HOME).
+    #[command(subcommand)]
+    Assets(assets_cmd::AssetsCmd),
+    /// Run a language model: info, tokenize, logits, perplexity, generate, bench.
+    #[command(subcommand)]
+    Lm(lm_cmd::LmCmd),
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let result = match cli.cmd {
+        Cmd::Assets(c) => assets_cmd::run(c, cli.json),
+        Cmd::Lm(c) => lm_cmd::run(c, cli.json),
+    };
+    if let Err(e) = result {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
