@@ -11,8 +11,10 @@ pub enum ChatFormat {
     /// "You are a helpful AI assistant named SmolLM, trained by Hugging Face").
     ChatMl { default_system: Option<String> },
     /// Llama 3: `<|start_header_id|>role<|end_header_id|>\n\ncontent<|eot_id|>`, after the BOS
-    /// text `<|begin_of_text|>`; contents are trimmed.
-    Llama3 { bos: String },
+    /// text `<|begin_of_text|>`; contents are trimmed. Llama 3.1 and later templates always open
+    /// with a system turn that starts `Cutting Knowledge Date: December 2023\nToday Date: ..`;
+    /// `today` holds that date (the template's default) for them.
+    Llama3 { bos: String, today: Option<String> },
     /// Llama 2: `<s>[INST] <<SYS>>\nsystem\n<</SYS>>\n\nuser [/INST] assistant </s>`.
     Llama2 { bos: String, eos: String },
 }
@@ -26,12 +28,16 @@ impl ChatFormat {
             });
         }
         if template.contains("<|start_header_id|>") {
+            let today = template
+                .contains("Cutting Knowledge Date: December 2023")
+                .then(|| llama31_date(template));
             return Ok(ChatFormat::Llama3 {
                 bos: if bos.is_empty() {
                     "<|begin_of_text|>".to_string()
                 } else {
                     bos.to_string()
                 },
+                today,
             });
         }
         if template.contains("[INST]") && template.contains("<<SYS>>") {
@@ -61,7 +67,12 @@ impl ChatFormat {
                 default_system.as_deref(),
                 add_generation_prompt,
             )),
-            ChatFormat::Llama3 { bos } => Ok(render_llama3(&msgs, bos, add_generation_prompt)),
+            ChatFormat::Llama3 { bos, today } => Ok(render_llama3(
+                &msgs,
+                bos,
+                today.as_deref(),
+                add_generation_prompt,
+            )),
             ChatFormat::Llama2 { bos, eos } => render_llama2(&msgs, bos, eos),
         }
     }
@@ -69,25 +80,34 @@ impl ChatFormat {
 
 /// The literal system prompt a ChatML template inserts when the conversation has none, e.g.
 /// SmolLM2's `'<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by
-/// Hugging Face<|im_end|>\n'`.
+/// Hugging Face<|im_end|>\n'` or Qwen2.5's "You are Qwen, created by Alibaba Cloud. ...".
 fn chatml_default_system(template: &str) -> Option<String> {
-    if !(template.contains("!= 'system'") || template.contains("!= \"system\"")) {
-        return None;
-    }
     let marker = "<|im_start|>system";
-    let start = template.find(marker)? + marker.len();
-    let rest = &template[start..];
-    let rest = rest
-        .strip_prefix('\n')
-        .or_else(|| rest.strip_prefix("\\n"))?;
-    let end = rest.find("<|im_end|>")?;
-    let text = &rest[..end];
-    // Only a literal: anything that looks like Jinja or a string boundary means the prompt is
-    // computed, which this renderer does not attempt.
-    if text.contains("{{") || text.contains("{%") || text.contains('\'') || text.contains('"') {
-        return None;
-    }
-    Some(text.replace("\\n", "\n"))
+    template.match_indices(marker).find_map(|(at, _)| {
+        let rest = &template[at + marker.len()..];
+        let rest = rest
+            .strip_prefix('\n')
+            .or_else(|| rest.strip_prefix("\\n"))?;
+        let text = &rest[..rest.find("<|im_end|>")?];
+        // Only a literal: anything that looks like Jinja or a string boundary means the prompt
+        // is computed (or is the user's), which is not a default.
+        let computed = ["{{", "{%", "'", "\"", "+"]
+            .iter()
+            .any(|m| text.contains(m));
+        (!computed && !text.is_empty()).then(|| text.replace("\\n", "\n"))
+    })
+}
+
+/// The default `date_string` of a Llama 3.1-style template (`"26 Jul 2024"` in Meta's).
+fn llama31_date(template: &str) -> String {
+    let key = "date_string = \"";
+    template
+        .find(key)
+        .and_then(|at| {
+            let rest = &template[at + key.len()..];
+            rest.find('"').map(|end| rest[..end].to_string())
+        })
+        .unwrap_or_else(|| "26 Jul 2024".to_string())
 }
 
 fn render_chatml(msgs: &[(&str, &str)], default_system: Option<&str>, gen: bool) -> String {
@@ -106,10 +126,25 @@ fn render_chatml(msgs: &[(&str, &str)], default_system: Option<&str>, gen: bool)
     s
 }
 
-fn render_llama3(msgs: &[(&str, &str)], bos: &str, gen: bool) -> String {
+fn render_llama3(msgs: &[(&str, &str)], bos: &str, today: Option<&str>, gen: bool) -> String {
     let mut s = String::new();
+    let mut msgs = msgs;
+    if let Some(today) = today {
+        // Llama 3.1+: the system turn is always there and carries the dates.
+        let system = match msgs.split_first() {
+            Some(((role, content), rest)) if *role == "system" => {
+                msgs = rest;
+                content.trim()
+            }
+            _ => "",
+        };
+        s.push_str(bos);
+        s.push_str(&format!(
+            "<|start_header_id|>system<|end_header_id|>\n\nCutting Knowledge Date: December 2023\nToday Date: {today}\n\n{system}<|eot_id|>"
+        ));
+    }
     for (i, (role, content)) in msgs.iter().enumerate() {
-        if i == 0 {
+        if i == 0 && today.is_none() {
             s.push_str(bos);
         }
         s.push_str(&format!(
