@@ -469,7 +469,9 @@ fn place_tensor(
             t.name, t.dims[0], t.dtype
         )));
     }
-    t.n_bytes = n_el / block as u64 * block_bytes as u64;
+    t.n_bytes = (n_el / block as u64)
+        .checked_mul(block_bytes as u64)
+        .ok_or_else(|| corrupt(format!("tensor {}: size overflows", t.name)))?;
     t.offset = data_start
         .checked_add(t.offset)
         .ok_or_else(|| corrupt(format!("tensor {}: offset overflows", t.name)))?;
