@@ -12,11 +12,11 @@
 
 mod tokenizer_common;
 
-use lantern_lm::gguf::{GgufFile, Value};
+use lantern_lm::gguf::GgufFile;
 use lantern_lm::tokenizer::{Tokenizer, TokenizerKind};
-use serde_json::json;
 use tokenizer_common::{
-    gpt2_tokenizer_json, load_vocab, read_vectors, smollm2_gguf, vocab_gguf, LlamaCppIds,
+    byte_level, gpt2_tokenizer_json, load_vocab, read_vectors, smollm2_gguf, smollm2_pre_tokenizer,
+    tokenizer_json_from_gguf, vocab_gguf, LlamaCppIds,
 };
 
 #[test]
@@ -57,74 +57,11 @@ fn gpt2_tokenizer_json_gives_the_gpt2_vectors() {
     assert_eq!(hf.decode_with(&[64, 50256, 65], true).unwrap(), "ab");
 }
 
-/// The strings of GGUF array `key`.
-fn strings(g: &GgufFile, key: &str) -> Vec<String> {
-    g.get(key)
-        .and_then(Value::as_array)
-        .unwrap_or_else(|| panic!("{key}"))
-        .iter()
-        .map(|v| v.as_str().expect("string").to_string())
-        .collect()
-}
-
-/// A `tokenizer.json` with a GGUF file's byte-level BPE vocabulary and merges, control and
-/// user-defined tokens as added tokens, and the given pre-tokenizer.
-fn tokenizer_json_from_gguf(path: &std::path::Path, pre_tokenizer: serde_json::Value) -> Vec<u8> {
-    let g = GgufFile::open(path).expect("open gguf");
-    let tokens = strings(&g, "tokenizer.ggml.tokens");
-    let types: Vec<u64> = g
-        .get("tokenizer.ggml.token_type")
-        .and_then(Value::as_array)
-        .expect("token types")
-        .iter()
-        .map(|v| v.as_u64().expect("type"))
-        .collect();
-    let vocab: serde_json::Map<String, serde_json::Value> = tokens
-        .iter()
-        .enumerate()
-        .map(|(i, t)| (t.clone(), json!(i)))
-        .collect();
-    let added: Vec<serde_json::Value> = tokens
-        .iter()
-        .enumerate()
-        .filter(|&(i, _)| types[i] == 3 || types[i] == 4)
-        .map(|(i, t)| {
-            json!({"id": i, "content": t, "single_word": false, "lstrip": false, "rstrip": false,
-                   "normalized": types[i] == 4, "special": types[i] == 3})
-        })
-        .collect();
-    let j = json!({
-        "version": "1.0",
-        "truncation": null,
-        "padding": null,
-        "added_tokens": added,
-        "normalizer": null,
-        "pre_tokenizer": pre_tokenizer,
-        "post_processor": null,
-        "decoder": {"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": true},
-        "model": {
-            "type": "BPE", "dropout": null, "unk_token": null, "continuing_subword_prefix": null,
-            "end_of_word_suffix": null, "fuse_unk": false, "byte_fallback": false,
-            "ignore_merges": false, "vocab": vocab,
-            "merges": strings(&g, "tokenizer.ggml.merges"),
-        },
-    });
-    serde_json::to_vec(&j).unwrap()
-}
-
-fn byte_level() -> serde_json::Value {
-    json!({"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": true})
-}
-
 #[test]
 fn smollm2_agrees_with_its_hugging_face_tokenizer() {
     let path = smollm2_gguf();
-    let pre = json!({"type": "Sequence", "pretokenizers": [
-        {"type": "Digits", "individual_digits": true},
-        byte_level(),
-    ]});
-    let hf =
-        Tokenizer::from_json(&tokenizer_json_from_gguf(&path, pre), None).expect("tokenizer.json");
+    let json = tokenizer_json_from_gguf(&path, smollm2_pre_tokenizer());
+    let hf = Tokenizer::from_json(&json, None).expect("tokenizer.json");
     let gguf = Tokenizer::from_gguf(&GgufFile::open(&path).unwrap()).unwrap();
     let fx = LlamaCppIds::load();
     let mut failures = Vec::new();

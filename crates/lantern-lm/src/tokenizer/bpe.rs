@@ -8,78 +8,15 @@
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
-use std::hash::{BuildHasherDefault, Hash, Hasher};
-use std::sync::Mutex;
 
+use super::cache::{FxMap, WordCache, MAX_WORD};
 use super::pretokenize::PreTokenizer;
 use super::unicode::{byte_encode_into, byte_to_char_table};
 use super::vocab::Vocab;
 use super::TokenizerError;
 
-/// A small, fast hasher for integer and short byte keys (the FxHash function).
-#[derive(Default, Clone, Copy)]
-pub(crate) struct FxHasher {
-    hash: u64,
-}
-
-const FX_SEED: u64 = 0x51_7c_c1_b7_27_22_0a_95;
-
-impl FxHasher {
-    #[inline]
-    fn add(&mut self, word: u64) {
-        self.hash = (self.hash.rotate_left(5) ^ word).wrapping_mul(FX_SEED);
-    }
-}
-
-impl Hasher for FxHasher {
-    #[inline]
-    fn write(&mut self, bytes: &[u8]) {
-        let mut chunks = bytes.chunks_exact(8);
-        for c in &mut chunks {
-            let mut w = [0u8; 8];
-            w.copy_from_slice(c);
-            self.add(u64::from_le_bytes(w));
-        }
-        let rest = chunks.remainder();
-        if !rest.is_empty() {
-            let mut w = [0u8; 8];
-            w[..rest.len()].copy_from_slice(rest);
-            self.add(u64::from_le_bytes(w) ^ ((rest.len() as u64) << 56));
-        }
-    }
-
-    #[inline]
-    fn write_u32(&mut self, i: u32) {
-        self.add(i as u64);
-    }
-
-    #[inline]
-    fn write_u64(&mut self, i: u64) {
-        self.add(i);
-    }
-
-    #[inline]
-    fn write_usize(&mut self, i: usize) {
-        self.add(i as u64);
-    }
-
-    #[inline]
-    fn finish(&self) -> u64 {
-        self.hash
-    }
-}
-
-type FxMap<K, V> = HashMap<K, V, BuildHasherDefault<FxHasher>>;
-
 /// A symbol id that can never merge (a byte character missing from vocabulary and merges).
 const NO_SYMBOL: u32 = u32::MAX;
-
-/// Number of independently locked parts of the word cache.
-const CACHE_SHARDS: usize = 32;
-/// Words cached per shard before the shard stops growing.
-const CACHE_SHARD_CAPACITY: usize = 8192;
-/// Longer words are not cached.
-const CACHE_MAX_WORD: usize = 64;
 
 /// A byte-level BPE model with its pre-tokenizer.
 pub(crate) struct Bpe {
@@ -90,7 +27,7 @@ pub(crate) struct Bpe {
     /// The symbol of each byte's GPT-2 character.
     byte_symbol: [u32; 256],
     n_vocab: u32,
-    cache: Vec<Mutex<FxMap<Box<[u8]>, Box<[u32]>>>>,
+    cache: WordCache,
 }
 
 impl std::fmt::Debug for Bpe {
@@ -158,9 +95,7 @@ impl Bpe {
             merges: table,
             byte_symbol,
             n_vocab,
-            cache: (0..CACHE_SHARDS)
-                .map(|_| Mutex::new(FxMap::default()))
-                .collect(),
+            cache: WordCache::default(),
         })
     }
 
@@ -186,28 +121,16 @@ impl Bpe {
             self.emit(vocab, word, self.byte_symbol[word[0] as usize], out, s);
             return;
         }
-        if word.len() > CACHE_MAX_WORD {
+        if word.len() > MAX_WORD {
             self.merge_word(vocab, word, out, s);
             return;
         }
-        let shard = {
-            let mut h = FxHasher::default();
-            word.hash(&mut h);
-            &self.cache[(h.finish() as usize >> 7) % CACHE_SHARDS]
-        };
-        if let Ok(map) = shard.lock() {
-            if let Some(ids) = map.get(word) {
-                out.extend_from_slice(ids);
-                return;
-            }
+        if self.cache.get_into(word, out) {
+            return;
         }
         let start = out.len();
         self.merge_word(vocab, word, out, s);
-        if let Ok(mut map) = shard.lock() {
-            if map.len() < CACHE_SHARD_CAPACITY {
-                map.insert(word.into(), out[start..].into());
-            }
-        }
+        self.cache.insert(word, &out[start..]);
     }
 
     /// Runs the merges over one word and appends its tokens.

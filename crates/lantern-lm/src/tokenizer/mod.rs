@@ -26,6 +26,7 @@
 //! fallback. A missing `tokenizer.ggml.pre` means llama.cpp's `default` split.
 
 mod bpe;
+mod cache;
 mod chat;
 mod hf;
 mod pretokenize;
@@ -115,9 +116,7 @@ pub enum TokenizerKind {
 #[derive(Debug)]
 enum GgufModel {
     Bpe(Bpe),
-    Spm {
-        byte_tokens: Box<[Option<u32>; 256]>,
-    },
+    Spm(Box<spm::Spm>),
 }
 
 /// A tokenizer read from GGUF metadata.
@@ -185,10 +184,10 @@ impl Tokenizer {
             }
             "llama" => {
                 let vocab = Vocab::load(&meta, VocabType::Spm, true)?;
-                let byte_tokens = Box::new(spm::byte_tokens(&vocab));
+                let spm = Box::new(spm::Spm::new(&vocab));
                 GgufTokenizer {
                     vocab,
-                    model: GgufModel::Spm { byte_tokens },
+                    model: GgufModel::Spm(spm),
                     pre: pre.map(str::to_string),
                     chat_template,
                 }
@@ -243,7 +242,7 @@ impl Tokenizer {
         match &self.inner {
             Inner::Gguf(g) => match g.model {
                 GgufModel::Bpe(_) => TokenizerKind::GgufBpe,
-                GgufModel::Spm { .. } => TokenizerKind::GgufSpm,
+                GgufModel::Spm(_) => TokenizerKind::GgufSpm,
             },
             Inner::Hf(_) => TokenizerKind::HuggingFace,
         }
@@ -441,7 +440,7 @@ impl GgufTokenizer {
                     }
                 }
             }
-            GgufModel::Spm { byte_tokens } => {
+            GgufModel::Spm(spm) => {
                 let mut prev_special = true;
                 let mut buf = String::new();
                 for f in frags {
@@ -454,7 +453,7 @@ impl GgufTokenizer {
                             for c in text[r].chars() {
                                 buf.push(if c == ' ' { '\u{2581}' } else { c });
                             }
-                            spm::encode(&self.vocab, byte_tokens, &buf, out)?;
+                            spm.encode(&self.vocab, &buf, out)?;
                             prev_special = false;
                         }
                         Fragment::Token(id) => {

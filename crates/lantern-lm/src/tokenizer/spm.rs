@@ -8,6 +8,7 @@
 use std::cmp::Ordering;
 use std::collections::BinaryHeap;
 
+use super::cache::{WordCache, MAX_WORD};
 use super::vocab::Vocab;
 use super::TokenizerError;
 
@@ -51,9 +52,92 @@ impl Ord for Bigram {
     }
 }
 
+/// A SentencePiece model: byte-fallback tokens and a word cache.
+pub(crate) struct Spm {
+    byte_tokens: [Option<u32>; 256],
+    /// No token has `▁` right after another character (true of Llama's vocabulary), so no merge
+    /// can cross the start of a `▁`-led word: words are then tokenized (and cached) one by one,
+    /// with the same result as tokenizing the whole text at once.
+    split_words: bool,
+    cache: WordCache,
+}
+
+impl std::fmt::Debug for Spm {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Spm")
+            .field("split_words", &self.split_words)
+            .finish()
+    }
+}
+
+impl Spm {
+    pub(crate) fn new(vocab: &Vocab) -> Spm {
+        let split_words = !vocab.tokens.iter().any(|t| {
+            let mut prev: Option<char> = None;
+            t.chars().any(|c| {
+                let crosses = c == SPACE && prev.is_some_and(|p| p != SPACE);
+                prev = Some(c);
+                crosses
+            })
+        });
+        Spm {
+            byte_tokens: byte_tokens(vocab),
+            split_words,
+            cache: WordCache::default(),
+        }
+    }
+
+    /// Tokenizes `text` (spaces already replaced by `▁`) and appends the ids.
+    pub(crate) fn encode(
+        &self,
+        vocab: &Vocab,
+        text: &str,
+        out: &mut Vec<u32>,
+    ) -> Result<(), TokenizerError> {
+        if !self.split_words {
+            return encode_piece(vocab, &self.byte_tokens, text, out);
+        }
+        let mut start = 0;
+        let mut prev_space = true;
+        for (i, c) in text.char_indices() {
+            let space = c == SPACE;
+            if space && !prev_space {
+                self.encode_word(vocab, &text[start..i], out)?;
+                start = i;
+            }
+            prev_space = space;
+        }
+        self.encode_word(vocab, &text[start..], out)
+    }
+
+    fn encode_word(
+        &self,
+        vocab: &Vocab,
+        word: &str,
+        out: &mut Vec<u32>,
+    ) -> Result<(), TokenizerError> {
+        if word.is_empty() {
+            return Ok(());
+        }
+        if word.len() > MAX_WORD {
+            return encode_piece(vocab, &self.byte_tokens, word, out);
+        }
+        if self.cache.get_into(word.as_bytes(), out) {
+            return Ok(());
+        }
+        let start = out.len();
+        encode_piece(vocab, &self.byte_tokens, word, out)?;
+        self.cache.insert(word.as_bytes(), &out[start..]);
+        Ok(())
+    }
+}
+
+/// SentencePiece's space.
+const SPACE: char = '\u{2581}';
+
 /// The token for each byte: `<0xXX>`, else the one-byte text itself (llama.cpp
 /// `byte_to_token`).
-pub(crate) fn byte_tokens(vocab: &Vocab) -> [Option<u32>; 256] {
+fn byte_tokens(vocab: &Vocab) -> [Option<u32>; 256] {
     let mut t = [None; 256];
     for (b, slot) in t.iter_mut().enumerate() {
         *slot = vocab.ids.get(&format!("<0x{b:02X}>")).copied().or_else(|| {
@@ -65,8 +149,8 @@ pub(crate) fn byte_tokens(vocab: &Vocab) -> [Option<u32>; 256] {
     t
 }
 
-/// Tokenizes `text` (already escaped) and appends the ids.
-pub(crate) fn encode(
+/// Tokenizes `text` as one piece (llama.cpp `llm_tokenizer_spm_session::tokenize`).
+fn encode_piece(
     vocab: &Vocab,
     bytes_tok: &[Option<u32>; 256],
     text: &str,

@@ -1,8 +1,9 @@
 //! The vocabulary of a GGUF tokenizer: token texts, types and the special tokens, loaded the way
 //! llama.cpp's `llama_vocab::impl::load` does.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
+use super::cache::FxMap;
 use super::TokenizerError;
 use crate::gguf::Value;
 
@@ -205,7 +206,7 @@ const AUTO_DETECT: &[(&str, &[&str])] = &[
 pub(crate) struct Vocab {
     pub kind: VocabType,
     pub tokens: Vec<String>,
-    pub ids: HashMap<String, u32>,
+    pub ids: FxMap<String, u32>,
     pub attrs: Vec<u16>,
     pub scores: Vec<f32>,
     /// Tokens matched in raw text before tokenizing, longest first (`cache_special_tokens`).
@@ -270,7 +271,8 @@ impl Vocab {
             None => vec![attr::NORMAL; n],
         };
         let mut tokens = Vec::with_capacity(n);
-        let mut ids = HashMap::with_capacity(n);
+        let mut ids = FxMap::default();
+        ids.reserve(n);
         for (i, t) in raw.iter().enumerate() {
             let text = if t.is_empty() {
                 format!("[EMPTY_{i}]")

@@ -4,8 +4,9 @@
 
 use std::path::PathBuf;
 
-use lantern_lm::gguf::GgufFile;
+use lantern_lm::gguf::{GgufFile, Value};
 use lantern_lm::tokenizer::Tokenizer;
+use serde_json::json;
 
 /// An asset's main path: `env` if that variable is set (to use files already on disk), else
 /// fetched (once) by `lantern_assets`.
@@ -121,4 +122,75 @@ impl LlamaCppIds {
             })
             .collect()
     }
+}
+
+/// The strings of GGUF array `key`.
+pub fn strings(g: &GgufFile, key: &str) -> Vec<String> {
+    g.get(key)
+        .and_then(Value::as_array)
+        .unwrap_or_else(|| panic!("{key}"))
+        .iter()
+        .map(|v| v.as_str().expect("string").to_string())
+        .collect()
+}
+
+/// A `tokenizer.json` with a GGUF file's byte-level BPE vocabulary and merges, control and
+/// user-defined tokens as added tokens, and the given pre-tokenizer.
+pub fn tokenizer_json_from_gguf(
+    path: &std::path::Path,
+    pre_tokenizer: serde_json::Value,
+) -> Vec<u8> {
+    let g = GgufFile::open(path).expect("open gguf");
+    let tokens = strings(&g, "tokenizer.ggml.tokens");
+    let types: Vec<u64> = g
+        .get("tokenizer.ggml.token_type")
+        .and_then(Value::as_array)
+        .expect("token types")
+        .iter()
+        .map(|v| v.as_u64().expect("type"))
+        .collect();
+    let vocab: serde_json::Map<String, serde_json::Value> = tokens
+        .iter()
+        .enumerate()
+        .map(|(i, t)| (t.clone(), json!(i)))
+        .collect();
+    let added: Vec<serde_json::Value> = tokens
+        .iter()
+        .enumerate()
+        .filter(|&(i, _)| types[i] == 3 || types[i] == 4)
+        .map(|(i, t)| {
+            json!({"id": i, "content": t, "single_word": false, "lstrip": false, "rstrip": false,
+                   "normalized": types[i] == 4, "special": types[i] == 3})
+        })
+        .collect();
+    let j = json!({
+        "version": "1.0",
+        "truncation": null,
+        "padding": null,
+        "added_tokens": added,
+        "normalizer": null,
+        "pre_tokenizer": pre_tokenizer,
+        "post_processor": null,
+        "decoder": {"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": true},
+        "model": {
+            "type": "BPE", "dropout": null, "unk_token": null, "continuing_subword_prefix": null,
+            "end_of_word_suffix": null, "fuse_unk": false, "byte_fallback": false,
+            "ignore_merges": false, "vocab": vocab,
+            "merges": strings(&g, "tokenizer.ggml.merges"),
+        },
+    });
+    serde_json::to_vec(&j).unwrap()
+}
+
+/// GPT-2's byte-level pre-tokenizer, as `tokenizer.json` writes it.
+pub fn byte_level() -> serde_json::Value {
+    json!({"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": true})
+}
+
+/// SmolLM2's Hugging Face pre-tokenizer: digits one by one, then GPT-2 byte-level.
+pub fn smollm2_pre_tokenizer() -> serde_json::Value {
+    json!({"type": "Sequence", "pretokenizers": [
+        {"type": "Digits", "individual_digits": true},
+        byte_level(),
+    ]})
 }
