@@ -197,8 +197,12 @@ fn read_ids(path: &Path) -> Result<Vec<u32>> {
         .with_context(|| format!("{}: expected a JSON list of token ids", path.display()))
 }
 
-/// Writes `bytes` to `path` through a temporary file in the same folder and a rename.
+/// Writes `bytes` to `path` through a temporary file in the same folder and a rename, so a
+/// reader never sees half a file. Devices and pipes (`/dev/stdout`) are written directly.
 fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    if path.exists() && !path.is_file() {
+        return std::fs::write(path, bytes).with_context(|| format!("writing {}", path.display()));
+    }
     let dir = path
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
