@@ -68,7 +68,10 @@ fn sample_file() -> Vec<u8> {
             ("general.architecture", Value::String("llama".into())),
             ("llama.block_count", Value::U32(2)),
             ("llama.rope.freq_base", Value::F32(10000.0)),
-            ("tokenizer.ggml.tokens", Value::Array(vec![Value::String("a".into()), Value::String("b".into())])),
+            (
+                "tokenizer.ggml.tokens",
+                Value::Array(vec![Value::String("a".into()), Value::String("b".into())]),
+            ),
             ("flag", Value::Bool(true)),
         ],
         &[
@@ -86,13 +89,24 @@ fn round_trips_metadata_and_tensors() {
     let f = GgufFile::open(&path).unwrap();
     assert_eq!(f.version, 3);
     assert_eq!(f.get("llama.block_count").and_then(Value::as_u64), Some(2));
-    assert_eq!(f.get("general.architecture").and_then(Value::as_str), Some("llama"));
-    assert_eq!(f.get("tokenizer.ggml.tokens").and_then(Value::as_array).map(|a| a.len()), Some(2));
+    assert_eq!(
+        f.get("general.architecture").and_then(Value::as_str),
+        Some("llama")
+    );
+    assert_eq!(
+        f.get("tokenizer.ggml.tokens")
+            .and_then(Value::as_array)
+            .map(|a| a.len()),
+        Some(2)
+    );
     let w = f.tensor("w").unwrap();
     assert_eq!(w.dtype, GgmlType::F32);
     assert_eq!(w.shape(), vec![2, 3]);
     let bytes = f.tensor_bytes(w);
-    let vals: Vec<f32> = bytes.chunks(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect();
+    let vals: Vec<f32> = bytes
+        .chunks(4)
+        .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+        .collect();
     assert_eq!(vals, [1.0, 2.0, 3.0, 4.0, 5.0, 6.0]);
     let b = f.tensor("b").unwrap();
     assert_eq!(f.tensor_bytes(b).len(), 20);
@@ -115,11 +129,17 @@ fn every_truncation_is_an_error_not_a_panic() {
 fn bad_magic_and_version_are_named() {
     let mut f = sample_file();
     f[0] = b'X';
-    assert!(matches!(GgufFile::parse_bytes(&f), Err(GgufError::BadMagic { .. })));
+    assert!(matches!(
+        GgufFile::parse_bytes(&f),
+        Err(GgufError::BadMagic { .. })
+    ));
     let mut f = sample_file();
     f[4] = 9;
     let err = GgufFile::parse_bytes(&f).unwrap_err();
-    assert!(err.to_string().contains("unsupported GGUF version 9"), "{err}");
+    assert!(
+        err.to_string().contains("unsupported GGUF version 9"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -140,7 +160,10 @@ fn truncated_real_model_names_the_file() {
     let path = dir.path().join("cut.gguf");
     std::fs::write(&path, &bytes[..bytes.len() - 1000]).unwrap();
     let err = GgufFile::open(&path).unwrap_err().to_string();
-    assert!(err.contains("cut.gguf") && err.contains("truncated"), "{err}");
+    assert!(
+        err.contains("cut.gguf") && err.contains("truncated"),
+        "{err}"
+    );
     std::fs::write(&path, &bytes[..5_000_000]).unwrap(); // cut inside the vocabulary
     assert!(GgufFile::open(&path).is_err());
 }

@@ -25,7 +25,10 @@ struct Reference {
 }
 
 fn reference() -> Reference {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/smollm2-llamacpp/reference.json");
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/smollm2-llamacpp/reference.json"
+    );
     serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
 }
 
@@ -36,17 +39,30 @@ fn lm() -> &'static Lm {
 
 fn log_softmax(row: &[f32]) -> Vec<f64> {
     let max = row.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b)) as f64;
-    let lse = row.iter().map(|&v| (v as f64 - max).exp()).sum::<f64>().ln() + max;
+    let lse = row
+        .iter()
+        .map(|&v| (v as f64 - max).exp())
+        .sum::<f64>()
+        .ln()
+        + max;
     row.iter().map(|&v| v as f64 - lse).collect()
 }
 
 #[test]
 fn agrees_with_llama_cpp_on_a_sotu_speech() {
     let r = reference();
-    let logits = runtime::logits(&lm().model, &r.ids).unwrap().to_vec2::<f32>().unwrap();
-    let ce = runtime::token_ce(&Tensor::new(logits.clone(), &Device::Cpu).unwrap(), &r.ids).unwrap();
+    let logits = runtime::logits(&lm().model, &r.ids)
+        .unwrap()
+        .to_vec2::<f32>()
+        .unwrap();
+    let ce =
+        runtime::token_ce(&Tensor::new(logits.clone(), &Device::Cpu).unwrap(), &r.ids).unwrap();
     let our_ce = ce.iter().sum::<f64>() / ce.len() as f64;
-    assert!((our_ce - r.mean_ce).abs() <= 0.02, "CE {our_ce} vs llama.cpp {}", r.mean_ce);
+    assert!(
+        (our_ce - r.mean_ce).abs() <= 0.02,
+        "CE {our_ce} vs llama.cpp {}",
+        r.mean_ce
+    );
 
     let (mut kl_sum, mut clear, mut clear_agree) = (0.0, 0, 0);
     for (row, pos) in logits.iter().zip(&r.positions) {
@@ -74,7 +90,10 @@ fn agrees_with_llama_cpp_on_a_sotu_speech() {
     assert!(kl <= 0.01, "mean KL(llama.cpp || ours) {kl}");
     assert!(clear > 150, "too few clear positions: {clear}");
     let agree = clear_agree as f64 / clear as f64;
-    assert!(agree >= 0.99, "argmax agrees at {clear_agree} of {clear} clear positions");
+    assert!(
+        agree >= 0.99,
+        "argmax agrees at {clear_agree} of {clear} clear positions"
+    );
 }
 
 #[test]
@@ -88,7 +107,10 @@ fn tokenizer_reproduces_llama_cpp_ids() {
 #[test]
 fn greedy_generation_is_deterministic_and_matches_the_full_pass() {
     let m = &lm().model;
-    let prompt = lm().tokenizer.encode("The capital of France is", false).unwrap();
+    let prompt = lm()
+        .tokenizer
+        .encode("The capital of France is", false)
+        .unwrap();
     let s = Sampling {
         temperature: 0.0,
         top_p: 1.0,
@@ -132,20 +154,48 @@ fn sampling_follows_the_seed() {
 #[test]
 fn steering_and_early_stop_on_the_real_model() {
     let m = &lm().model;
-    let ids = lm().tokenizer.encode("I love dogs and cats", false).unwrap();
-    let t = Tensor::new(ids.as_slice(), &Device::Cpu).unwrap().unsqueeze(0).unwrap();
+    let ids = lm()
+        .tokenizer
+        .encode("I love dogs and cats", false)
+        .unwrap();
+    let t = Tensor::new(ids.as_slice(), &Device::Cpu)
+        .unwrap()
+        .unsqueeze(0)
+        .unwrap();
     let p = HookPoint::block(15, BlockSite::ResidPost);
     let mut read = Hooks::new().read(p).stop_early(true);
-    assert!(m.forward(&t, None, &mut read, LogitsFor::All).unwrap().is_none());
+    assert!(m
+        .forward(&t, None, &mut read, LogitsFor::All)
+        .unwrap()
+        .is_none());
     let acts = read.take(p).unwrap();
     assert_eq!(acts.dims(), &[1, ids.len(), 576]);
 
-    let clean = m.forward(&t, None, &mut Hooks::new(), LogitsFor::Last).unwrap().unwrap();
+    let clean = m
+        .forward(&t, None, &mut Hooks::new(), LogitsFor::Last)
+        .unwrap()
+        .unwrap();
     let delta = Tensor::ones(576, candle_core::DType::F32, &Device::Cpu).unwrap();
-    let mut steer = Hooks::new().add(HookPoint::block(10, BlockSite::ResidPost), (delta * 5.0).unwrap());
-    let steered = m.forward(&t, None, &mut steer, LogitsFor::Last).unwrap().unwrap();
-    let diff: f32 = (clean - steered).unwrap().abs().unwrap().max_all().unwrap().to_scalar().unwrap();
-    assert!(diff > 0.1, "adding to the residual stream changed nothing ({diff})");
+    let mut steer = Hooks::new().add(
+        HookPoint::block(10, BlockSite::ResidPost),
+        (delta * 5.0).unwrap(),
+    );
+    let steered = m
+        .forward(&t, None, &mut steer, LogitsFor::Last)
+        .unwrap()
+        .unwrap();
+    let diff: f32 = (clean - steered)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .max_all()
+        .unwrap()
+        .to_scalar()
+        .unwrap();
+    assert!(
+        diff > 0.1,
+        "adding to the residual stream changed nothing ({diff})"
+    );
 }
 
 #[test]
@@ -154,7 +204,13 @@ fn too_long_input_and_bad_ids_are_clear_errors() {
     let long = vec![1u32; m.cfg.ctx_len + 1];
     let err = runtime::logits(m, &long).unwrap_err();
     assert!(matches!(err, LmError::TooLong { .. }), "{err}");
-    assert!(err.to_string().contains("longer than the model's context of 8192"));
+    assert!(err
+        .to_string()
+        .contains("longer than the model's context of 8192"));
     let err = runtime::logits(m, &[5, 60000]).unwrap_err();
-    assert!(err.to_string().contains("token id 60000 is outside the vocabulary"), "{err}");
+    assert!(
+        err.to_string()
+            .contains("token id 60000 is outside the vocabulary"),
+        "{err}"
+    );
 }

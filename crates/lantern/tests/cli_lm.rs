@@ -6,7 +6,10 @@ use std::process::{Command, Output};
 use serde_json::Value;
 
 fn lantern(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_lantern")).args(args).output().unwrap()
+    Command::new(env!("CARGO_BIN_EXE_lantern"))
+        .args(args)
+        .output()
+        .unwrap()
 }
 
 fn json_of(out: &Output) -> Value {
@@ -34,14 +37,29 @@ fn info_reports_the_architecture_and_hook_points() {
 
 #[test]
 fn tokenize_has_no_bos_unless_asked_and_parses_special_tokens() {
-    let v = json_of(&lantern(&["lm", "tokenize", "--text", "Hello world", "--json"]));
+    let v = json_of(&lantern(&[
+        "lm",
+        "tokenize",
+        "--text",
+        "Hello world",
+        "--json",
+    ]));
     let ids: Vec<u64> = serde_json::from_value(v["ids"].clone()).unwrap();
     assert!(!ids.is_empty() && ids[0] != 1);
-    let v = json_of(&lantern(&["lm", "tokenize", "--text", "Hello world", "--bos", "--json"]));
+    let v = json_of(&lantern(&[
+        "lm",
+        "tokenize",
+        "--text",
+        "Hello world",
+        "--bos",
+        "--json",
+    ]));
     let with_bos: Vec<u64> = serde_json::from_value(v["ids"].clone()).unwrap();
     assert_eq!(with_bos[0], 1);
     assert_eq!(&with_bos[1..], &ids[..]);
-    let v = json_of(&lantern(&["lm", "tokenize", "--text", "hi", "--chat", "--json"]));
+    let v = json_of(&lantern(&[
+        "lm", "tokenize", "--text", "hi", "--chat", "--json",
+    ]));
     let chat: Vec<u64> = serde_json::from_value(v["ids"].clone()).unwrap();
     assert_eq!(chat[0], 1, "chat template starts with <|im_start|>");
     assert!(chat.contains(&2), "chat template holds <|im_end|>");
@@ -72,12 +90,33 @@ fn logits_writes_raw_f32_rows() {
 fn perplexity_and_generate_report_their_keys() {
     let dir = tempfile::tempdir().unwrap();
     let text = dir.path().join("t.txt");
-    std::fs::write(&text, "The quick brown fox jumps over the lazy dog. ".repeat(8)).unwrap();
-    let v = json_of(&lantern(&["lm", "perplexity", "--text-file", text.to_str().unwrap(), "--json"]));
+    std::fs::write(
+        &text,
+        "The quick brown fox jumps over the lazy dog. ".repeat(8),
+    )
+    .unwrap();
+    let v = json_of(&lantern(&[
+        "lm",
+        "perplexity",
+        "--text-file",
+        text.to_str().unwrap(),
+        "--json",
+    ]));
     let ce = v["mean_ce"].as_f64().unwrap();
     assert!((v["perplexity"].as_f64().unwrap() - ce.exp()).abs() < 1e-6);
-    assert!(ce < 2.0, "a repeated sentence should be easy to predict: {ce}");
-    let v = json_of(&lantern(&["lm", "generate", "--prompt", "1, 2, 3, 4,", "--max-tokens", "4", "--json"]));
+    assert!(
+        ce < 2.0,
+        "a repeated sentence should be easy to predict: {ce}"
+    );
+    let v = json_of(&lantern(&[
+        "lm",
+        "generate",
+        "--prompt",
+        "1, 2, 3, 4,",
+        "--max-tokens",
+        "4",
+        "--json",
+    ]));
     assert_eq!(v["tokens"], 4);
     assert!(v["text"].as_str().unwrap().contains('5'));
     assert!(v["tok_s"].as_f64().unwrap() > 0.0);
@@ -91,13 +130,19 @@ fn bad_models_are_one_line_errors() {
     let out = lantern(&["lm", "info", "--model", bad.to_str().unwrap()]);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("broken.gguf") && err.contains("truncated"), "{err}");
+    assert!(
+        err.contains("broken.gguf") && err.contains("truncated"),
+        "{err}"
+    );
     assert!(!err.contains("panicked"), "{err}");
 
     let out = lantern(&["lm", "info", "--model", "no-such-model"]);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("no-such-model") && err.contains("not a model"), "{err}");
+    assert!(
+        err.contains("no-such-model") && err.contains("not a model"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -106,7 +151,14 @@ fn prompt_longer_than_the_context_is_an_error() {
     let ids = dir.path().join("ids.json");
     std::fs::write(&ids, serde_json::to_string(&vec![42u32; 8193]).unwrap()).unwrap();
     let dst = dir.path().join("l.f32");
-    let out = lantern(&["lm", "logits", "--ids-file", ids.to_str().unwrap(), "--out", dst.to_str().unwrap()]);
+    let out = lantern(&[
+        "lm",
+        "logits",
+        "--ids-file",
+        ids.to_str().unwrap(),
+        "--out",
+        dst.to_str().unwrap(),
+    ]);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("longer than the model's context"), "{err}");
@@ -115,9 +167,27 @@ fn prompt_longer_than_the_context_is_an_error() {
 #[test]
 fn assets_list_names_every_asset() {
     let v = json_of(&lantern(&["assets", "list", "--json"]));
-    let names: Vec<&str> = v["assets"].as_array().unwrap().iter().map(|a| a["name"].as_str().unwrap()).collect();
-    for n in ["smollm2-135m", "sotu", "austen", "vocab-vectors", "gpt2-tokenizer", "scipy-doc", "sympy-doc",
-        "mathjax-samples", "lid176", "fashion-mnist", "mnist-5k", "champ", "profanity"] {
+    let names: Vec<&str> = v["assets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["name"].as_str().unwrap())
+        .collect();
+    for n in [
+        "smollm2-135m",
+        "sotu",
+        "austen",
+        "vocab-vectors",
+        "gpt2-tokenizer",
+        "scipy-doc",
+        "sympy-doc",
+        "mathjax-samples",
+        "lid176",
+        "fashion-mnist",
+        "mnist-5k",
+        "champ",
+        "profanity",
+    ] {
         assert!(names.contains(&n), "{n} missing from {names:?}");
     }
 }
