@@ -73,9 +73,12 @@ const SHARD_CAPACITY: usize = 8192;
 /// Longer words are not cached.
 pub(crate) const MAX_WORD: usize = 64;
 
+/// One locked part of the cache: word bytes to token ids.
+type Shard = Mutex<FxMap<Box<[u8]>, Box<[u32]>>>;
+
 /// Token ids of words already tokenized, shared between threads (sharded locks).
 pub(crate) struct WordCache {
-    shards: Vec<Mutex<FxMap<Box<[u8]>, Box<[u32]>>>>,
+    shards: Vec<Shard>,
 }
 
 impl Default for WordCache {
@@ -87,7 +90,7 @@ impl Default for WordCache {
 }
 
 impl WordCache {
-    fn shard(&self, word: &[u8]) -> &Mutex<FxMap<Box<[u8]>, Box<[u32]>>> {
+    fn shard(&self, word: &[u8]) -> &Shard {
         let mut h = FxHasher::default();
         word.hash(&mut h);
         // Bits 32.. pick the shard: hashbrown indexes buckets with the low bits and tags with

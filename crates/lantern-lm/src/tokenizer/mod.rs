@@ -115,7 +115,7 @@ pub enum TokenizerKind {
 /// The algorithm of a GGUF tokenizer.
 #[derive(Debug)]
 enum GgufModel {
-    Bpe(Bpe),
+    Bpe(Box<Bpe>),
     Spm(Box<spm::Spm>),
 }
 
@@ -177,7 +177,7 @@ impl Tokenizer {
                 )?;
                 GgufTokenizer {
                     vocab,
-                    model: GgufModel::Bpe(bpe),
+                    model: GgufModel::Bpe(Box::new(bpe)),
                     pre: pre.map(str::to_string),
                     chat_template,
                 }

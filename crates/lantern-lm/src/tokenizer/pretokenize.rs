@@ -741,7 +741,7 @@ impl PreTokenizer {
     /// Splits `text` into words; returns their byte ranges, in order, covering all of `text`.
     pub(crate) fn split(&self, text: &str) -> Vec<Range<usize>> {
         let cp = CodePoints::new(text);
-        let mut pieces = vec![0..cp.len()];
+        let mut pieces: Vec<Range<usize>> = std::iter::once(0..cp.len()).collect();
         let mut next = Vec::with_capacity(pieces.len());
         for stage in &self.stages {
             next.clear();
