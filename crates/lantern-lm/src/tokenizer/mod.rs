@@ -32,6 +32,8 @@ mod hf;
 mod pretokenize;
 mod special;
 mod spm;
+#[cfg(test)]
+mod tests;
 mod unicode;
 mod unicode_data;
 mod vocab;
