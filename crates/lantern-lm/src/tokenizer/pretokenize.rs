@@ -483,14 +483,15 @@ impl Pattern {
     }
 
     /// Splits one piece into matches and the gaps between them (`unicode_regex_split_stl`).
-    fn split(&self, p: &Piece, out: &mut Vec<Range<usize>>) {
+    /// `v` is scratch space for the viewed characters.
+    fn split(&self, p: &Piece, out: &mut Vec<Range<usize>>, v: &mut Vec<u32>) {
         let view = match self {
             Pattern::Class { view, .. } => *view,
             Pattern::TrailingWhitespace => View::Wide,
         };
-        let v: Vec<u32> = (p.ini..p.end)
-            .map(|i| view.of(p.cp.cps[i], p.cp.flags[i]))
-            .collect();
+        v.clear();
+        v.extend((p.ini..p.end).map(|i| view.of(p.cp.cps[i], p.cp.flags[i])));
+        let v = &v[..];
         let mut push = |r: Range<usize>| out.push(p.ini + r.start..p.ini + r.end);
         if let Pattern::TrailingWhitespace = self {
             let n = v.len();
@@ -508,7 +509,7 @@ impl Pattern {
         let mut last = 0;
         let mut pos = 0;
         while pos < v.len() {
-            match self.match_at(&v, pos) {
+            match self.match_at(v, pos) {
                 Some(e) => {
                     if pos > last {
                         push(last..pos);
@@ -538,14 +539,14 @@ enum Stage {
 }
 
 impl Stage {
-    fn split(&self, p: &Piece, out: &mut Vec<Range<usize>>) {
+    fn split(&self, p: &Piece, out: &mut Vec<Range<usize>>, scratch: &mut Vec<u32>) {
         match self {
             Stage::Gpt2 => split_gpt2(p, out),
             Stage::Llama3 => split_llama3_like(p, out, 3, false),
             Stage::Qwen2 => split_llama3_like(p, out, 1, false),
             Stage::Qwen35 => split_llama3_like(p, out, 1, true),
             Stage::Newlines => split_newlines(p, out),
-            Stage::Regex(pat) => pat.split(p, out),
+            Stage::Regex(pat) => pat.split(p, out, scratch),
         }
     }
 }
@@ -743,6 +744,7 @@ impl PreTokenizer {
         let cp = CodePoints::new(text);
         let mut pieces: Vec<Range<usize>> = std::iter::once(0..cp.len()).collect();
         let mut next = Vec::with_capacity(pieces.len());
+        let mut scratch = Vec::new();
         for stage in &self.stages {
             next.clear();
             for r in &pieces {
@@ -751,7 +753,7 @@ impl PreTokenizer {
                     ini: r.start,
                     end: r.end,
                 };
-                stage.split(&piece, &mut next);
+                stage.split(&piece, &mut next, &mut scratch);
             }
             std::mem::swap(&mut pieces, &mut next);
         }
