@@ -84,7 +84,7 @@ impl WType {
     /// The byte length of `elements` values, or an error if they are not whole blocks.
     fn byte_len(self, ty: GgmlType, elements: usize) -> Result<usize, QuantError> {
         let (per, bytes) = self.layout();
-        if elements % per != 0 {
+        if !elements.is_multiple_of(per) {
             return Err(QuantError::PartialBlock {
                 ty,
                 elements,
@@ -270,25 +270,34 @@ impl Kernel {
     }
 }
 
-/// Computes `out[i * stride] = dot(row i of w, activation row j)` for every row in `w`
-/// (`rb` bytes per row).
-#[allow(clippy::too_many_arguments)]
-fn run_rows(
-    kernel: Kernel,
+/// One kernel call: whole weight rows times activation row `j`, or rows `j` and `j + 1`
+/// (`pair`), which decodes each weight block once for both.
+struct RowsJob<'a> {
     wt: WType,
-    w: &[u8],
+    /// The weight rows, `rb` bytes each.
+    w: &'a [u8],
     rb: usize,
-    acts: &Acts<'_>,
+    acts: &'a Acts<'a>,
     j: usize,
-    out: &mut [f32],
-    stride: usize,
-) {
+    pair: bool,
+}
+
+impl RowsJob<'_> {
+    /// Activation rows this job multiplies.
+    fn count(&self) -> usize {
+        1 + self.pair as usize
+    }
+}
+
+/// Runs `job`, writing row `i`'s result for activation `j + t` to `out[i * stride + t]`.
+fn run_rows(kernel: Kernel, job: &RowsJob<'_>, out: &mut [f32], stride: usize) {
+    check_job(job, out, stride);
     match kernel {
-        Kernel::Scalar => scalar::rows(wt, w, rb, acts, j, out, stride),
+        Kernel::Scalar => scalar::rows(job, out, stride),
         #[cfg(target_arch = "x86_64")]
         // SAFETY: `Kernel::Avx2` is only constructed by `Kernel::best` after detecting AVX2,
         // FMA and F16C on this CPU.
-        Kernel::Avx2 => unsafe { avx2::rows(wt, w, rb, acts, j, out, stride) },
+        Kernel::Avx2 => unsafe { avx2::rows(job, out, stride) },
     }
 }
 
@@ -309,20 +318,28 @@ fn reduce4(acc: &[[f32; 8]; 4]) -> f32 {
     hsum8(v)
 }
 
-/// Checks that `rb`-byte rows of `wt` hold as many elements as the activation rows.
-fn check_row_bytes(wt: WType, rb: usize, acts: &Acts<'_>) {
-    let cols = match acts {
+/// Checks that `rb`-byte rows of `wt` hold as many elements as the activation rows, that
+/// the activation rows exist, and that `out` has a slot for every result; the SIMD kernels'
+/// pointer reads rely on this.
+fn check_job(job: &RowsJob<'_>, out: &mut [f32], stride: usize) {
+    let (cols, n) = match job.acts {
         Acts::Q8 { blocks, qs, d, s } => {
             assert!(qs.len() == d.len() * QK && s.len() == d.len());
-            blocks * QK
+            (blocks * QK, d.len().checked_div(*blocks).unwrap_or(0))
         }
-        Acts::F32 { cols, .. } => *cols,
+        Acts::F32 { cols, x } => (*cols, x.len().checked_div(*cols).unwrap_or(0)),
     };
-    let (per, bb) = wt.layout();
+    let (per, bb) = job.wt.layout();
     assert_eq!(
-        rb,
+        job.rb,
         cols / per * bb,
         "weight row bytes do not match activation columns"
+    );
+    assert!(job.j + job.count() <= n, "activation row out of range");
+    let rows = job.w.len() / job.rb.max(1);
+    assert!(
+        rows == 0 || (rows - 1) * stride + job.count() <= out.len(),
+        "output too short"
     );
 }
 
@@ -330,25 +347,20 @@ mod scalar {
     //! Portable kernels that reproduce the AVX2 kernels' arithmetic exactly.
     use super::*;
 
-    pub(super) fn rows(
-        wt: WType,
-        w: &[u8],
-        rb: usize,
-        acts: &Acts<'_>,
-        j: usize,
-        out: &mut [f32],
-        stride: usize,
-    ) {
-        check_row_bytes(wt, rb, acts);
-        let outs = out.iter_mut().step_by(stride);
-        let pairs = w.chunks_exact(rb).zip(outs);
-        match wt {
-            WType::Q4_0 => pairs.for_each(|(r, o)| *o = dot_q4::<false>(r, acts.q8_row(j))),
-            WType::Q4_1 => pairs.for_each(|(r, o)| *o = dot_q4::<true>(r, acts.q8_row(j))),
-            WType::Q8_0 => pairs.for_each(|(r, o)| *o = dot_q8(r, acts.q8_row(j))),
-            WType::F32 => pairs.for_each(|(r, o)| *o = dot_float(r, 4, acts.f32_row(j), f32_at)),
-            WType::F16 => pairs.for_each(|(r, o)| *o = dot_float(r, 2, acts.f32_row(j), f16_at)),
-            WType::BF16 => pairs.for_each(|(r, o)| *o = dot_float(r, 2, acts.f32_row(j), bf16_at)),
+    pub(super) fn rows(job: &RowsJob<'_>, out: &mut [f32], stride: usize) {
+        let rows = job.w.chunks_exact(job.rb).zip(out.chunks_mut(stride));
+        for (r, o) in rows {
+            for (t, o) in o.iter_mut().enumerate().take(job.count()) {
+                let j = job.j + t;
+                *o = match job.wt {
+                    WType::Q4_0 => dot_q4::<false>(r, job.acts.q8_row(j)),
+                    WType::Q4_1 => dot_q4::<true>(r, job.acts.q8_row(j)),
+                    WType::Q8_0 => dot_q8(r, job.acts.q8_row(j)),
+                    WType::F32 => dot_float(r, 4, job.acts.f32_row(j), f32_at),
+                    WType::F16 => dot_float(r, 2, job.acts.f32_row(j), f16_at),
+                    WType::BF16 => dot_float(r, 2, job.acts.f32_row(j), bf16_at),
+                };
+            }
         }
     }
 
@@ -437,27 +449,45 @@ mod avx2 {
     /// # Safety
     /// The CPU must support AVX2, FMA and F16C.
     #[target_feature(enable = "avx2,fma,f16c")]
-    pub(super) unsafe fn rows(
-        wt: WType,
-        w: &[u8],
-        rb: usize,
-        acts: &Acts<'_>,
-        j: usize,
-        out: &mut [f32],
-        stride: usize,
-    ) {
-        // Row and activation lengths agree; every pointer read below stays inside `row`/`a`.
-        check_row_bytes(wt, rb, acts);
-        let outs = out.iter_mut().step_by(stride);
-        let pairs = w.chunks_exact(rb).zip(outs);
-        // SAFETY (all arms): lengths checked above; CPU features are this fn's precondition.
-        match wt {
-            WType::Q4_0 => pairs.for_each(|(r, o)| *o = dot_q4::<false>(r, acts.q8_row(j))),
-            WType::Q4_1 => pairs.for_each(|(r, o)| *o = dot_q4::<true>(r, acts.q8_row(j))),
-            WType::Q8_0 => pairs.for_each(|(r, o)| *o = dot_q8(r, acts.q8_row(j))),
-            WType::F32 => pairs.for_each(|(r, o)| *o = dot_float::<0>(r, acts.f32_row(j))),
-            WType::F16 => pairs.for_each(|(r, o)| *o = dot_float::<1>(r, acts.f32_row(j))),
-            WType::BF16 => pairs.for_each(|(r, o)| *o = dot_float::<2>(r, acts.f32_row(j))),
+    pub(super) unsafe fn rows(job: &RowsJob<'_>, out: &mut [f32], stride: usize) {
+        // `run_rows` checked the lengths: every pointer read below stays inside the weight
+        // row and the activation rows.
+        let rows = job.w.chunks_exact(job.rb).zip(out.chunks_mut(stride));
+        let (acts, j) = (job.acts, job.j);
+        match (job.wt, job.pair) {
+            (WType::Q4_0, false) => {
+                rows.for_each(|(r, o)| o[0] = dot_q4::<false, 1>(r, [acts.q8_row(j)])[0])
+            }
+            (WType::Q4_1, false) => {
+                rows.for_each(|(r, o)| o[0] = dot_q4::<true, 1>(r, [acts.q8_row(j)])[0])
+            }
+            (WType::Q8_0, false) => {
+                rows.for_each(|(r, o)| o[0] = dot_q8::<1>(r, [acts.q8_row(j)])[0])
+            }
+            (WType::Q4_0, true) => {
+                let a = [acts.q8_row(j), acts.q8_row(j + 1)];
+                rows.for_each(|(r, o)| o[..2].copy_from_slice(&dot_q4::<false, 2>(r, a)))
+            }
+            (WType::Q4_1, true) => {
+                let a = [acts.q8_row(j), acts.q8_row(j + 1)];
+                rows.for_each(|(r, o)| o[..2].copy_from_slice(&dot_q4::<true, 2>(r, a)))
+            }
+            (WType::Q8_0, true) => {
+                let a = [acts.q8_row(j), acts.q8_row(j + 1)];
+                rows.for_each(|(r, o)| o[..2].copy_from_slice(&dot_q8::<2>(r, a)))
+            }
+            (wt, _) => {
+                let dot = match wt {
+                    WType::F32 => dot_float::<0>,
+                    WType::F16 => dot_float::<1>,
+                    _ => dot_float::<2>,
+                };
+                for (r, o) in rows {
+                    for (t, o) in o.iter_mut().enumerate().take(job.count()) {
+                        *o = dot(r, acts.f32_row(j + t));
+                    }
+                }
+            }
         }
     }
 
@@ -495,36 +525,41 @@ mod avx2 {
     /// `a.s.len() == a.d.len()`; CPU features as for [`rows`].
     #[inline]
     #[target_feature(enable = "avx2,fma,f16c")]
-    unsafe fn dot_q4<const MIN: bool>(row: &[u8], a: Q8Row<'_>) -> f32 {
+    unsafe fn dot_q4<const MIN: bool, const R: usize>(row: &[u8], a: [Q8Row<'_>; R]) -> [f32; R] {
         let bb = if MIN { 20 } else { 18 };
         let p = row.as_ptr();
-        let mut acc = [_mm256_setzero_ps(); 4];
-        let mut summs = [0f32; 4];
-        let nb = a.d.len();
+        let mut acc = [[_mm256_setzero_ps(); R]; 4];
+        let mut summs = [[0f32; R]; 4];
+        let nb = a[0].d.len();
         let mut b = 0;
         while b + 4 <= nb {
-            for k in 0..4 {
-                acc[k] = q4_block::<MIN>(p.add((b + k) * bb), a, b + k, acc[k], &mut summs[k]);
+            for (k, (acc, summ)) in acc.iter_mut().zip(&mut summs).enumerate() {
+                q4_block::<MIN, R>(p.add((b + k) * bb), &a, b + k, acc, summ);
             }
             b += 4;
         }
-        for k in 0..nb - b {
-            acc[k] = q4_block::<MIN>(p.add((b + k) * bb), a, b + k, acc[k], &mut summs[k]);
+        for (k, (acc, summ)) in acc.iter_mut().zip(&mut summs).enumerate().take(nb - b) {
+            q4_block::<MIN, R>(p.add((b + k) * bb), &a, b + k, acc, summ);
         }
-        reduce4(acc) + ((summs[0] + summs[1]) + (summs[2] + summs[3]))
+        let mut out = [0f32; R];
+        for (t, o) in out.iter_mut().enumerate() {
+            let mins = (summs[0][t] + summs[1][t]) + (summs[2][t] + summs[3][t]);
+            *o = reduce4([acc[0][t], acc[1][t], acc[2][t], acc[3][t]]) + mins;
+        }
+        out
     }
 
-    /// One Q4 block at `p` times activation block `b`, added to `acc` (and the minimum term
-    /// to `summ`). Safety: as for [`dot_q4`], `p` pointing at block `b` of the row.
+    /// One Q4 block at `p` times block `b` of each activation row, added to `acc` (and the
+    /// minimum terms to `summ`). Safety: as for [`dot_q4`], `p` pointing at block `b`.
     #[inline]
     #[target_feature(enable = "avx2,fma,f16c")]
-    unsafe fn q4_block<const MIN: bool>(
+    unsafe fn q4_block<const MIN: bool, const R: usize>(
         p: *const u8,
-        a: Q8Row<'_>,
+        a: &[Q8Row<'_>; R],
         b: usize,
-        acc: __m256,
-        summ: &mut f32,
-    ) -> __m256 {
+        acc: &mut [__m256; R],
+        summ: &mut [f32; R],
+    ) {
         let dm = _mm_cvtph_ps(_mm_cvtsi32_si128(std::ptr::read_unaligned(p as *const i32)));
         let dw = _mm_cvtss_f32(dm);
         let mw = if MIN {
@@ -532,47 +567,60 @@ mod avx2 {
         } else {
             -8.0 * dw
         };
-        *summ += mw * *a.s.get_unchecked(b);
-        let d = _mm256_set1_ps(dw * *a.d.get_unchecked(b));
         let nib = _mm_loadu_si128(p.add(if MIN { 4 } else { 2 }) as *const __m128i);
         let mask = _mm256_set1_epi8(0x0F);
         let qw = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(nib, 4), nib), mask);
-        let qx = _mm256_loadu_si256(a.qs.as_ptr().add(b * QK) as *const __m256i);
-        _mm256_fmadd_ps(d, dot_u8_i8(qw, qx), acc)
+        for ((a, acc), summ) in a.iter().zip(acc).zip(summ) {
+            *summ += mw * *a.s.get_unchecked(b);
+            let d = _mm256_set1_ps(dw * *a.d.get_unchecked(b));
+            let qx = _mm256_loadu_si256(a.qs.as_ptr().add(b * QK) as *const __m256i);
+            *acc = _mm256_fmadd_ps(d, dot_u8_i8(qw, qx), *acc);
+        }
     }
 
     /// See [`super::scalar::dot_q8`]. Safety as for [`dot_q4`] with 34-byte blocks.
     #[inline]
     #[target_feature(enable = "avx2,fma,f16c")]
-    unsafe fn dot_q8(row: &[u8], a: Q8Row<'_>) -> f32 {
+    unsafe fn dot_q8<const R: usize>(row: &[u8], a: [Q8Row<'_>; R]) -> [f32; R] {
         let p = row.as_ptr();
-        let mut acc = [_mm256_setzero_ps(); 4];
-        let nb = a.d.len();
+        let mut acc = [[_mm256_setzero_ps(); R]; 4];
+        let nb = a[0].d.len();
         let mut b = 0;
         while b + 4 <= nb {
-            for k in 0..4 {
-                acc[k] = q8_block(p.add((b + k) * 34), a, b + k, acc[k]);
+            for (k, acc) in acc.iter_mut().enumerate() {
+                q8_block::<R>(p.add((b + k) * 34), &a, b + k, acc);
             }
             b += 4;
         }
-        for k in 0..nb - b {
-            acc[k] = q8_block(p.add((b + k) * 34), a, b + k, acc[k]);
+        for (k, acc) in acc.iter_mut().enumerate().take(nb - b) {
+            q8_block::<R>(p.add((b + k) * 34), &a, b + k, acc);
         }
-        reduce4(acc)
+        let mut out = [0f32; R];
+        for (t, o) in out.iter_mut().enumerate() {
+            *o = reduce4([acc[0][t], acc[1][t], acc[2][t], acc[3][t]]);
+        }
+        out
     }
 
-    /// One Q8_0 block at `p` times activation block `b`, added to `acc`. Safety: as for
-    /// [`dot_q8`], `p` pointing at block `b` of the row.
+    /// One Q8_0 block at `p` times block `b` of each activation row, added to `acc`. Safety:
+    /// as for [`dot_q8`], `p` pointing at block `b`.
     #[inline]
     #[target_feature(enable = "avx2,fma,f16c")]
-    unsafe fn q8_block(p: *const u8, a: Q8Row<'_>, b: usize, acc: __m256) -> __m256 {
+    unsafe fn q8_block<const R: usize>(
+        p: *const u8,
+        a: &[Q8Row<'_>; R],
+        b: usize,
+        acc: &mut [__m256; R],
+    ) {
         let bits = std::ptr::read_unaligned(p as *const u16) as i32;
         let dw = _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(bits)));
-        let d = _mm256_set1_ps(dw * *a.d.get_unchecked(b));
         let qw = _mm256_loadu_si256(p.add(2) as *const __m256i);
-        let qx = _mm256_loadu_si256(a.qs.as_ptr().add(b * QK) as *const __m256i);
-        let prod = dot_u8_i8(_mm256_sign_epi8(qw, qw), _mm256_sign_epi8(qx, qw));
-        _mm256_fmadd_ps(d, prod, acc)
+        let aw = _mm256_sign_epi8(qw, qw);
+        for (a, acc) in a.iter().zip(acc) {
+            let d = _mm256_set1_ps(dw * *a.d.get_unchecked(b));
+            let qx = _mm256_loadu_si256(a.qs.as_ptr().add(b * QK) as *const __m256i);
+            *acc = _mm256_fmadd_ps(d, dot_u8_i8(aw, _mm256_sign_epi8(qx, qw)), *acc);
+        }
     }
 
     /// 8 weights from `p` as f32: `KIND` 0 = f32, 1 = f16, 2 = bf16.
@@ -613,34 +661,36 @@ mod avx2 {
         reduce4(acc) + tail
     }
 
-    /// `acc[6][16] = Σ_p a[p][0..6] ⊗ b[p][0..16]`: twelve accumulators in registers, two
-    /// weight loads and six broadcasts per step.
+    /// `c[r * ldc + j] = Σ_p a[p][r] b[p][j]` for r < 6, j < 16: twelve accumulators in
+    /// registers, two weight loads and six broadcasts per step.
     ///
     /// # Safety
     /// The CPU must support AVX2 and FMA.
     #[target_feature(enable = "avx2,fma,f16c")]
-    pub(super) unsafe fn micro_6x16(ap: &[f32], b: &[f32], acc: &mut [[f32; 16]; 6]) {
+    pub(super) unsafe fn micro_6x16(ap: &[f32], b: &[f32], c: &mut [f32], ldc: usize) {
         let kb = ap.len() / 6;
         assert!(
             b.len() >= kb * 16,
             "weight panel shorter than the activation panel"
         );
+        assert!(c.len() >= 5 * ldc + 16, "output tile runs past the output");
         let (mut a, mut bp) = (ap.as_ptr(), b.as_ptr());
-        let mut c = [[_mm256_setzero_ps(); 2]; 6];
+        let mut acc = [[_mm256_setzero_ps(); 2]; 6];
         for _ in 0..kb {
             let b0 = _mm256_loadu_ps(bp);
             let b1 = _mm256_loadu_ps(bp.add(8));
-            for (r, c) in c.iter_mut().enumerate() {
+            for (r, acc) in acc.iter_mut().enumerate() {
                 let av = _mm256_broadcast_ss(&*a.add(r));
-                c[0] = _mm256_fmadd_ps(av, b0, c[0]);
-                c[1] = _mm256_fmadd_ps(av, b1, c[1]);
+                acc[0] = _mm256_fmadd_ps(av, b0, acc[0]);
+                acc[1] = _mm256_fmadd_ps(av, b1, acc[1]);
             }
             a = a.add(6);
             bp = bp.add(16);
         }
-        for (dst, c) in acc.iter_mut().zip(c) {
-            _mm256_storeu_ps(dst.as_mut_ptr(), c[0]);
-            _mm256_storeu_ps(dst.as_mut_ptr().add(8), c[1]);
+        let cp = c.as_mut_ptr();
+        for (r, acc) in acc.iter().enumerate() {
+            _mm256_storeu_ps(cp.add(r * ldc), acc[0]);
+            _mm256_storeu_ps(cp.add(r * ldc + 8), acc[1]);
         }
     }
 }
@@ -685,8 +735,8 @@ impl QMatrix {
         let wt = WType::from_ggml(ty)?;
         let row_bytes = wt.byte_len(ty, cols)?;
         let data = data.into();
-        let elements = rows.checked_mul(cols).unwrap_or(usize::MAX);
-        let expected = rows.checked_mul(row_bytes).unwrap_or(usize::MAX);
+        let elements = rows.saturating_mul(cols);
+        let expected = rows.saturating_mul(row_bytes);
         if data.len() != expected {
             return Err(QuantError::Length {
                 ty,
@@ -861,8 +911,19 @@ impl QMatrix {
             let first = r0 + t * TILE_ROWS;
             let k = tile.len() / n;
             let w = &self.data[first * rb..(first + k) * rb];
-            for j in 0..n {
-                run_rows(kernel, self.wt, w, rb, acts, j, &mut tile[j..], n);
+            for j in (0..n).step_by(2) {
+                let job = RowsJob {
+                    wt: self.wt,
+                    w,
+                    rb,
+                    acts,
+                    j,
+                    pair: j + 1 < n && self.wt.is_quantized(),
+                };
+                run_rows(kernel, &job, &mut tile[j..], n);
+                if j + 1 < n && !job.pair {
+                    run_rows(kernel, &RowsJob { j: j + 1, ..job }, &mut tile[j + 1..], n);
+                }
             }
         }
     }
@@ -950,10 +1011,8 @@ fn out_shape(layout: &Layout, rows: usize) -> Shape {
 const MR: usize = 6;
 /// Columns (weight rows) a micro-kernel call computes: two AVX registers.
 const NR: usize = 16;
-/// Largest depth block: an `NR x KC` weight panel (16 KB) stays in L1.
-const KC: usize = 256;
-/// Activation rows packed at once: an `MC x KC` block (96 KB) stays in L2.
-const MC: usize = 96;
+/// Bytes of packed activations, and of weight panels, kept in L2 at once.
+const L2_BLOCK: usize = 160 << 10;
 /// Multiply-adds below which a GEMM runs on the calling thread.
 const GEMM_PAR_MIN_MACS: usize = 4 << 20;
 
@@ -1042,7 +1101,9 @@ impl PackedF32 {
             .for_each(|(a, c)| self.gemm_rows(kernel, a, c));
     }
 
-    /// `c = a · Wᵀ` for a block of rows, blocked for L1 (depth) and L2 (rows).
+    /// `c = a · Wᵀ` for a block of rows. Each micro-kernel call runs over the whole depth
+    /// (the 6x16 result stays in registers); activation rows and weight panels are taken in
+    /// groups that fit L2 together.
     fn gemm_rows(&self, kernel: Kernel, a: &[f32], c: &mut [f32]) {
         let (n, k) = (self.n, self.k);
         let m = a.len().checked_div(k).unwrap_or(0);
@@ -1050,23 +1111,21 @@ impl PackedF32 {
             c.fill(0.0);
             return;
         }
-        let kc = k.div_ceil(k.div_ceil(KC));
-        let mut apack = vec![0f32; MC * kc];
-        for p0 in (0..k).step_by(kc) {
-            let kb = kc.min(k - p0);
-            for i0 in (0..m).step_by(MC) {
-                let mb = MC.min(m - i0);
-                pack_a(a, k, i0, mb, p0, kb, &mut apack);
-                for (jp, panel) in self.panels.chunks_exact(k * NR).enumerate() {
-                    let b = &panel[p0 * NR..(p0 + kb) * NR];
-                    for ip in 0..mb.div_ceil(MR) {
-                        let ap = &apack[ip * MR * kb..(ip + 1) * MR * kb];
+        let mc = (L2_BLOCK / (4 * k) / MR).max(1) * MR;
+        let nc = (L2_BLOCK / (4 * k * NR)).max(1);
+        let mut apack = vec![0f32; mc.min(m.next_multiple_of(MR)) * k];
+        let panels: Vec<&[f32]> = self.panels.chunks_exact(k * NR).collect();
+        for i0 in (0..m).step_by(mc) {
+            let mb = mc.min(m - i0);
+            pack_a(&a[i0 * k..(i0 + mb) * k], k, &mut apack);
+            for j0 in (0..panels.len()).step_by(nc) {
+                for (ip, ap) in apack.chunks_exact(MR * k).take(mb.div_ceil(MR)).enumerate() {
+                    for (jp, b) in panels.iter().enumerate().skip(j0).take(nc) {
                         let tile = Tile {
                             row: i0 + ip * MR,
                             col: jp * NR,
                             rows: MR.min(m - i0 - ip * MR),
                             cols: NR.min(n - jp * NR),
-                            accumulate: p0 > 0,
                         };
                         micro(kernel, ap, b, c, n, tile);
                     }
@@ -1076,20 +1135,21 @@ impl PackedF32 {
     }
 }
 
-/// Packs `a[i0..i0 + mb, p0..p0 + kb]` as `MR`-row panels `[panel][kb][MR]`, zero-padding the
+/// Packs the rows of `a` (`[mb, k]`) as `MR`-row panels `[panel][k][MR]`, zero-padding the
 /// last panel.
-fn pack_a(a: &[f32], k: usize, i0: usize, mb: usize, p0: usize, kb: usize, out: &mut [f32]) {
-    for ip in 0..mb.div_ceil(MR) {
-        let panel = &mut out[ip * MR * kb..(ip + 1) * MR * kb];
+fn pack_a(a: &[f32], k: usize, out: &mut [f32]) {
+    for (ip, panel) in out
+        .chunks_exact_mut(MR * k)
+        .take((a.len() / k).div_ceil(MR))
+        .enumerate()
+    {
         for r in 0..MR {
-            let i = ip * MR + r;
-            if i < mb {
-                let row = &a[(i0 + i) * k + p0..(i0 + i) * k + p0 + kb];
-                for (p, &v) in row.iter().enumerate() {
-                    panel[p * MR + r] = v;
-                }
-            } else {
-                (0..kb).for_each(|p| panel[p * MR + r] = 0.0);
+            match a.chunks_exact(k).nth(ip * MR + r) {
+                Some(row) => row
+                    .iter()
+                    .enumerate()
+                    .for_each(|(p, &v)| panel[p * MR + r] = v),
+                None => (0..k).for_each(|p| panel[p * MR + r] = 0.0),
             }
         }
     }
@@ -1102,17 +1162,22 @@ struct Tile {
     col: usize,
     rows: usize,
     cols: usize,
-    /// Add to `c` (later depth blocks) instead of overwriting it (the first).
-    accumulate: bool,
 }
 
-/// One 6x16 tile: `ap` is `[kb][6]`, `b` is `[kb][16]`; writes `tile` of `c` (row stride `ldc`).
+/// One 6x16 tile: `ap` is `[k][6]`, `b` is `[k][16]`; writes `tile` of `c` (row stride `ldc`).
 fn micro(kernel: Kernel, ap: &[f32], b: &[f32], c: &mut [f32], ldc: usize, tile: Tile) {
-    let mut acc = [[0f32; NR]; MR];
+    let origin = tile.row * ldc + tile.col;
+    #[cfg(target_arch = "x86_64")]
+    if kernel == Kernel::Avx2 && tile.rows == MR && tile.cols == NR {
+        // SAFETY: Kernel::Avx2 is only constructed after detecting AVX2 and FMA; the kernel
+        // checks that `c[origin..]` holds six rows of stride `ldc`.
+        return unsafe { avx2::micro_6x16(ap, b, &mut c[origin..], ldc) };
+    }
+    let mut acc = [0f32; MR * NR];
     match kernel {
         Kernel::Scalar => {
             for (a, b) in ap.chunks_exact(MR).zip(b.chunks_exact(NR)) {
-                for (row, &av) in acc.iter_mut().zip(a) {
+                for (row, &av) in acc.chunks_exact_mut(NR).zip(a) {
                     for (o, &bv) in row.iter_mut().zip(b) {
                         *o = av.mul_add(bv, *o);
                     }
@@ -1120,17 +1185,11 @@ fn micro(kernel: Kernel, ap: &[f32], b: &[f32], c: &mut [f32], ldc: usize, tile:
             }
         }
         #[cfg(target_arch = "x86_64")]
-        // SAFETY: Kernel::Avx2 is only constructed after detecting AVX2 and FMA; the slice
-        // lengths are checked inside.
-        Kernel::Avx2 => unsafe { avx2::micro_6x16(ap, b, &mut acc) },
+        // SAFETY: as above; `acc` is six rows of stride NR.
+        Kernel::Avx2 => unsafe { avx2::micro_6x16(ap, b, &mut acc, NR) },
     }
-    for (r, row) in acc.iter().enumerate().take(tile.rows) {
-        let dst = &mut c[(tile.row + r) * ldc + tile.col..][..tile.cols];
-        if tile.accumulate {
-            dst.iter_mut().zip(row).for_each(|(d, v)| *d += v);
-        } else {
-            dst.copy_from_slice(&row[..tile.cols]);
-        }
+    for (r, row) in acc.chunks_exact(NR).enumerate().take(tile.rows) {
+        c[origin + r * ldc..][..tile.cols].copy_from_slice(&row[..tile.cols]);
     }
 }
 
@@ -1416,7 +1475,13 @@ mod tests {
     #[test]
     fn packed_gemm_matches_naive() {
         let mut rng = Rng(13);
-        for (m, k, n) in [(1, 1, 1), (7, 33, 17), (13, 300, 40), (100, 600, 35)] {
+        for (m, k, n) in [
+            (1, 1, 1),
+            (7, 33, 17),
+            (13, 300, 40),
+            (100, 600, 35),
+            (20, 2000, 40),
+        ] {
             let a = random_x(m, k, &mut rng);
             let w = random_x(n, k, &mut rng);
             let packed = PackedF32::new(&w, n, k);
