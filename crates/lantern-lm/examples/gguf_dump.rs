@@ -20,6 +20,9 @@ fn main() {
         }
     }
     for t in &f.tensors {
-        println!("{} {:?} {} offset={} bytes={}", t.name, t.dims, t.dtype, t.offset, t.n_bytes);
+        println!(
+            "{} {:?} {} offset={} bytes={}",
+            t.name, t.dims, t.dtype, t.offset, t.n_bytes
+        );
     }
 }

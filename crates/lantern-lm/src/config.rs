@@ -70,7 +70,7 @@ impl Config {
                 "a zero size (layers, width, heads or vocabulary)".into()
             ));
         }
-        if self.n_kv_heads == 0 || self.n_heads % self.n_kv_heads != 0 {
+        if self.n_kv_heads == 0 || !self.n_heads.is_multiple_of(self.n_kv_heads) {
             return Err(bad(format!(
                 "{} heads not a multiple of {} kv heads",
                 self.n_heads, self.n_kv_heads
@@ -79,7 +79,7 @@ impl Config {
         if self.head_dim * self.n_heads != self.d_model && self.arch == Arch::GptNeox {
             return Err(bad("hidden size not divisible by the head count".into()));
         }
-        if self.rope_dims > self.head_dim || self.rope_dims % 2 != 0 {
+        if self.rope_dims > self.head_dim || !self.rope_dims.is_multiple_of(2) {
             return Err(bad(format!(
                 "rotary dims {} must be even and at most head dim {}",
                 self.rope_dims, self.head_dim

@@ -239,9 +239,7 @@ impl GgufFile {
     }
 
     /// Parses a GGUF image held in memory (used by tests and fuzzing; no file needed).
-    pub fn parse_bytes(
-        bytes: &[u8],
-    ) -> Result<(u32, BTreeMap<String, Value>, Vec<TensorInfo>), GgufError> {
+    pub fn parse_bytes(bytes: &[u8]) -> Result<Parsed, GgufError> {
         parse(bytes, Path::new("<memory>"))
     }
 
@@ -367,7 +365,8 @@ impl<'a> Cursor<'a> {
     }
 }
 
-type Parsed = (u32, BTreeMap<String, Value>, Vec<TensorInfo>);
+/// What parsing yields: version, metadata and tensor table.
+pub type Parsed = (u32, BTreeMap<String, Value>, Vec<TensorInfo>);
 
 fn parse(buf: &[u8], path: &Path) -> Result<Parsed, GgufError> {
     let mut c = Cursor { buf, pos: 0, path };
@@ -448,7 +447,7 @@ fn place_tensor(
         path: path.to_path_buf(),
         what,
     };
-    if t.offset % alignment != 0 {
+    if !t.offset.is_multiple_of(alignment) {
         return Err(corrupt(format!(
             "tensor {}: offset {} not aligned",
             t.name, t.offset
@@ -463,7 +462,7 @@ fn place_tensor(
         t.offset += data_start;
         return Ok(()); // size unknown: rejected with a clear message when loaded
     };
-    if t.dims[0] % block as u64 != 0 {
+    if !t.dims[0].is_multiple_of(block as u64) {
         return Err(corrupt(format!(
             "tensor {}: row length {} is not a multiple of the {} block size {block}",
             t.name, t.dims[0], t.dtype
