@@ -280,7 +280,9 @@ fn generate(g: &GenerateArgs, json: bool) -> Result<()> {
     };
     let mut stdout = std::io::stdout();
     if !json {
-        print!("{}", g.prompt);
+        // A chat reply starts on its own line; a plain continuation follows the prompt directly.
+        let sep = if g.chat { "\n" } else { "" };
+        print!("{}{sep}", g.prompt);
     }
     let mut pending = Vec::new();
     let gen = runtime::generate(&lm.model, &prompt, &s, |id| {
