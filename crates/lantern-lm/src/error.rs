@@ -38,6 +38,8 @@ pub enum LmError {
     BadTokenId { id: u32, vocab: usize },
     #[error("{0}")]
     Input(String),
+    #[error("{0}")]
+    Cache(String),
     #[error(transparent)]
     Candle(#[from] candle_core::Error),
 }

@@ -139,8 +139,9 @@ impl serde::Serialize for HookPoint {
     }
 }
 
-/// A function run at a hook point: gets the activation, may return a replacement.
-pub type HookFn<'a> = Box<dyn FnMut(&Tensor) -> Result<Option<Tensor>> + 'a>;
+/// A function run at a hook point: gets the activation, may return a replacement. `Send`, because
+/// a pass runs on the runtime's worker pool (see [`crate::model::Model::forward`]).
+pub type HookFn<'a> = Box<dyn FnMut(&Tensor) -> Result<Option<Tensor>> + Send + 'a>;
 
 /// The hooks for one forward pass: any number of points, any number of hooks per point.
 ///
@@ -182,7 +183,7 @@ impl<'a> Hooks<'a> {
     pub fn with_fn(
         mut self,
         point: HookPoint,
-        f: impl FnMut(&Tensor) -> Result<Option<Tensor>> + 'a,
+        f: impl FnMut(&Tensor) -> Result<Option<Tensor>> + Send + 'a,
     ) -> Self {
         self.fns.entry(point).or_default().push(Box::new(f));
         self

@@ -8,6 +8,7 @@
 
 use candle_core::{Device, Tensor, Var, D};
 
+use crate::attention::{self, Heads, LayerCache, RopeTables};
 use crate::checkpoint::{Checkpoint, Loaded};
 use crate::config::{Arch, Config, RopeStyle};
 use crate::error::{LmError, Result};
@@ -17,14 +18,17 @@ use crate::quant::QMatrix;
 /// How weights are held in memory.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WeightMode {
-    /// Keep the file's quantized blocks for matrix-vector products (generation) and an f32 copy
-    /// for matrix-matrix products (prompts, batches). Fastest; no gradients.
+    /// Keep the file's quantized blocks: Q4_0/Q4_1 matrices multiply through the packed integer
+    /// kernel at every batch size (activations quantized to Q8 as llama.cpp does), other types
+    /// through the quantized kernel for a few rows and an f32 copy for more. Attention runs fused
+    /// ([`crate::attention`]). Fastest; no gradients.
     Inference,
     /// Every weight an f32 candle [`Var`]: gradients flow to weights and input embeddings.
     Trainable,
 }
 
-/// Rows at or below which a quantized matrix-vector kernel beats the f32 GEMM.
+/// Rows at or below which a quantized matrix-vector kernel beats the f32 GEMM (for the types
+/// without a packed GEMM kernel).
 const SMALL_BATCH_ROWS: usize = 4;
 
 /// A linear layer `y = x Wᵀ + b` with an optional quantized copy of `W`.
@@ -42,7 +46,9 @@ impl Linear {
         let rows = x.elem_count() / d_in.max(1);
         let x2 = x.reshape((rows, d_in))?;
         let y = match &self.q {
-            Some(op) if rows <= SMALL_BATCH_ROWS => x2.contiguous()?.apply_op1_no_bwd(op)?,
+            Some(op) if rows <= SMALL_BATCH_ROWS || op.packed_q4().is_some() => {
+                x2.contiguous()?.apply_op1_no_bwd(op)?
+            }
             _ => x2.matmul(&self.w.t()?)?,
         };
         let y = match &self.b {
@@ -93,37 +99,51 @@ struct Block {
     mlp: Mlp,
 }
 
-/// Precomputed rotary cos/sin tables, `[positions, rope_dims / 2]`.
+/// Precomputed rotary cos/sin tables, `[positions, rope_dims / 2]`, as tensors and on the host.
 #[derive(Debug, Clone)]
 struct Rope {
     cos: Tensor,
     sin: Tensor,
+    host: RopeTables,
 }
 
-/// Per-layer key/value cache for incremental decoding.
+/// Per-layer key/value cache for incremental decoding (rotated keys and values on the host).
 #[derive(Debug, Clone)]
 pub struct KvCache {
-    layers: Vec<candle_nn::kv_cache::KvCache>,
+    layers: Vec<LayerCache>,
 }
 
 impl KvCache {
-    /// A cache able to hold `max_len` positions.
+    /// A cache able to hold `max_len` positions (of any one batch size, fixed by the first pass).
     pub fn new(cfg: &Config, max_len: usize) -> KvCache {
         KvCache {
             layers: (0..cfg.n_layers)
-                .map(|_| candle_nn::kv_cache::KvCache::new(2, max_len))
+                .map(|_| LayerCache::new(max_len))
                 .collect(),
         }
     }
 
     /// Number of positions already cached.
     pub fn len(&self) -> usize {
-        self.layers.first().map_or(0, |c| c.current_seq_len())
+        self.layers.first().map_or(0, |c| c.len())
     }
 
     /// Whether nothing is cached yet.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// Positions it can hold.
+    pub fn capacity(&self) -> usize {
+        self.layers.first().map_or(0, |c| c.capacity())
+    }
+}
+
+fn heads_of(cfg: &Config) -> Heads {
+    Heads {
+        n_heads: cfg.n_heads,
+        n_kv_heads: cfg.n_kv_heads,
+        head_dim: cfg.head_dim,
     }
 }
 
@@ -452,6 +472,16 @@ impl Model {
     pub fn forward_embeds(
         &self,
         x: &Tensor,
+        cache: Option<&mut KvCache>,
+        hooks: &mut Hooks<'_>,
+        logits: LogitsFor,
+    ) -> Result<Option<Tensor>> {
+        crate::pool::install(|| self.forward_inner(x, cache, hooks, logits))
+    }
+
+    fn forward_inner(
+        &self,
+        x: &Tensor,
         mut cache: Option<&mut KvCache>,
         hooks: &mut Hooks<'_>,
         logits: LogitsFor,
@@ -500,7 +530,7 @@ impl Model {
         i: usize,
         x: &Tensor,
         pos: usize,
-        kv: Option<&mut candle_nn::kv_cache::KvCache>,
+        kv: Option<&mut LayerCache>,
         hooks: &mut Hooks<'_>,
         stop: Option<HookPoint>,
     ) -> Result<Option<Tensor>> {
@@ -532,6 +562,14 @@ impl Model {
         };
         let h = blk.mlp_norm.forward(mlp_in, fast)?;
         let (act, down) = match &blk.mlp {
+            Mlp::SwiGlu { gate_up, down } if fast => {
+                let gu = gate_up.forward(&h)?;
+                let d_ff = self.cfg.d_ff;
+                let mut dims = gu.dims().to_vec();
+                *dims.last_mut().unwrap() = d_ff;
+                let act = with_host(&gu, |g| attention::swiglu(g, d_ff))?;
+                (Tensor::from_vec(act, dims, &self.device)?, down)
+            }
             Mlp::SwiGlu { gate_up, down } => {
                 let gu = gate_up.forward(&h)?;
                 let d_ff = self.cfg.d_ff;
@@ -559,12 +597,51 @@ impl Model {
         blk: &Block,
         h: &Tensor,
         pos: usize,
-        kv: Option<&mut candle_nn::kv_cache::KvCache>,
+        kv: Option<&mut LayerCache>,
+    ) -> Result<Tensor> {
+        let qkv = blk.qkv.forward(h)?;
+        let out = if self.fast() {
+            self.attention_fused(&qkv, kv)?
+        } else {
+            self.attention_graph(&qkv, pos, kv)?
+        };
+        blk.out.forward(&out)
+    }
+
+    /// The inference path: [`attention`] over host slices, the cache filled in place.
+    fn attention_fused(&self, qkv: &Tensor, kv: Option<&mut LayerCache>) -> Result<Tensor> {
+        let (b, t, _) = qkv.dims3()?;
+        let heads = heads_of(&self.cfg);
+        let mut scratch;
+        let cache = match kv {
+            Some(c) => c,
+            None => {
+                scratch = LayerCache::new(t);
+                &mut scratch
+            }
+        };
+        let q = with_host(qkv, |x| {
+            attention::split_rotate_append(x, b, heads, &self.rope.host, cache)
+        })?
+        .map_err(LmError::Cache)?;
+        let out = attention::attend(&q, b, heads, cache);
+        Ok(Tensor::from_vec(
+            out,
+            (b, t, heads.n_heads * heads.head_dim),
+            &self.device,
+        )?)
+    }
+
+    /// The differentiable path, in candle ops: the reference the fused path is tested against.
+    fn attention_graph(
+        &self,
+        qkv: &Tensor,
+        pos: usize,
+        kv: Option<&mut LayerCache>,
     ) -> Result<Tensor> {
         let c = &self.cfg;
-        let (b, t, _) = h.dims3()?;
+        let (b, t, _) = qkv.dims3()?;
         let (nh, nkv, hd) = (c.n_heads, c.n_kv_heads, c.head_dim);
-        let qkv = blk.qkv.forward(h)?;
         let split = |start: usize, heads: usize| -> Result<Tensor> {
             Ok(qkv
                 .narrow(2, start * hd, heads * hd)?
@@ -576,7 +653,7 @@ impl Model {
         let k = self.apply_rope(&split(nh, nkv)?, pos)?;
         let v = split(nh + nkv, nkv)?;
         let (k, v) = match kv {
-            Some(cache) => cache.append(&k, &v)?,
+            Some(cache) => self.through_cache(cache, k, v)?,
             None => (k, v),
         };
         let total = k.dim(2)?;
@@ -594,17 +671,39 @@ impl Model {
         } else {
             scores
         };
-        let probs = if self.fast() {
-            candle_nn::ops::softmax_last_dim(&scores)?
-        } else {
-            candle_nn::ops::softmax(&scores, D::Minus1)?
-        };
+        let probs = candle_nn::ops::softmax(&scores, D::Minus1)?;
         let out = probs.matmul(&v)?; // [b, nkv, g*t, hd]
-        let out = out
+        Ok(out
             .reshape((b, nh, t, hd))?
             .transpose(1, 2)?
-            .reshape((b, t, nh * hd))?;
-        blk.out.forward(&out)
+            .reshape((b, t, nh * hd))?)
+    }
+
+    /// Appends new keys and values `[b, nkv, t, hd]` to `cache` and returns all of them (the
+    /// cached part as constants: gradients reach only the new positions).
+    fn through_cache(
+        &self,
+        cache: &mut LayerCache,
+        k: Tensor,
+        v: Tensor,
+    ) -> Result<(Tensor, Tensor)> {
+        let heads = heads_of(&self.cfg);
+        let (b, nkv, _, hd) = k.dims4()?;
+        let past = cache.len();
+        let old = (cache.keys(heads), cache.values(heads));
+        let host = |t: &Tensor| t.flatten_all()?.to_vec1::<f32>();
+        cache
+            .append(heads, b, &host(&k)?, &host(&v)?)
+            .map_err(LmError::Cache)?;
+        if past == 0 {
+            return Ok((k, v));
+        }
+        let old_k = Tensor::from_vec(old.0, (b, nkv, past, hd), &self.device)?;
+        let old_v = Tensor::from_vec(old.1, (b, nkv, past, hd), &self.device)?;
+        Ok((
+            Tensor::cat(&[&old_k, &k], 2)?,
+            Tensor::cat(&[&old_v, &v], 2)?,
+        ))
     }
 
     /// Rotates the first `rope_dims` of each head of `x` `[b, heads, t, hd]` for positions
@@ -636,6 +735,21 @@ impl Model {
             None => rotated,
         })
     }
+}
+
+/// Runs `f` on the elements of an f32 tensor in row-major order, borrowing them when the tensor
+/// is contiguous on the CPU.
+fn with_host<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> Result<R> {
+    let (storage, layout) = t.storage_and_layout();
+    if let (candle_core::Storage::Cpu(cpu), Some((start, end))) =
+        (&*storage, layout.contiguous_offsets())
+    {
+        if let Ok(data) = cpu.as_slice::<f32>() {
+            return Ok(f(&data[start..end]));
+        }
+    }
+    drop(storage);
+    Ok(f(&t.flatten_all()?.to_vec1::<f32>()?))
 }
 
 fn ckpt_is_gguf(ckpt: &Checkpoint) -> bool {
@@ -675,8 +789,15 @@ fn rope_tables(cfg: &Config, device: &Device) -> Result<Rope> {
             sin.push(a.sin() as f32);
         }
     }
+    let host = RopeTables {
+        cos: cos.clone(),
+        sin: sin.clone(),
+        dims: cfg.rope_dims,
+        style: cfg.rope_style,
+    };
     Ok(Rope {
         cos: Tensor::from_vec(cos, (n, half), device)?,
         sin: Tensor::from_vec(sin, (n, half), device)?,
+        host,
     })
 }
