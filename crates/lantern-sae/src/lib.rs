@@ -1,0 +1,23 @@
+//! Sparse autoencoders on a transformer LM's activations.
+//!
+//! * [`sae`]: the autoencoder (TopK, BatchTopK, ReLU + L1; tied or untied), its encoder and
+//!   decoder, and the on-disk formats (sparsify's layout, SAELens export).
+//! * [`train`]: the trainer: a hand-written forward and backward in which only the encoder matmul
+//!   is dense, Adam with warm-up, dead-latent tracking, AuxK and Multi-TopK, checkpoints.
+//! * [`corpus`] and [`source`]: documents from a corpus spec, streamed through the LM in context
+//!   windows, activations at any set of hook points from one pass, shuffled in a mixing buffer.
+//! * [`metrics`]: FVU, L0, dead and dense fractions, and the LM's loss with the reconstruction
+//!   spliced in.
+
+pub mod corpus;
+pub mod error;
+pub mod linalg;
+pub mod median;
+pub mod metrics;
+pub mod sae;
+pub mod source;
+pub mod topk;
+pub mod train;
+
+pub use error::{Result, SaeError};
+pub use sae::{Activation, Sae, SaeConfig};

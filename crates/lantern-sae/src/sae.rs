@@ -1,0 +1,501 @@
+//! The sparse autoencoder: parameters, encoder, decoder, and the on-disk formats.
+//!
+//! `pre = W_enc (x - b_dec) + b_enc`; the code keeps the top k of `relu(pre)` per row (TopK),
+//! the top `k * batch` over the batch (BatchTopK), or all of `relu(pre)` (ReLU, trained with an
+//! L1 penalty); `x̂ = b_dec + Σ_j c_j W_dec[j]` with unit-norm decoder rows.
+//!
+//! On disk it is EleutherAI sparsify's layout (`cfg.json` + `sae.safetensors` with
+//! `encoder.weight [n, d_in]`, `encoder.bias [n]`, `W_dec [n, d_in]`, `b_dec [d_in]`, f32), and
+//! [`Sae::export_saelens`] writes SAELens' (`W_enc [d_in, n]`, `W_dec`, `b_enc`, `b_dec`).
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use rand::{Rng, SeedableRng};
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Result, SaeError};
+use crate::linalg::{matmul, matmul_into, Mat};
+use crate::topk::{batch_top_k, top_k, Codes};
+
+/// How latents are selected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Activation {
+    /// ReLU then the top k per row.
+    TopK,
+    /// ReLU then the top `k * batch` over the batch (k per row on average); at inference, the
+    /// top k per row.
+    BatchTopK,
+    /// ReLU, every positive latent (the L1-penalised SAE of Cunningham et al.).
+    Relu,
+}
+
+impl Activation {
+    /// sparsify's `activation` string.
+    pub fn name(self) -> &'static str {
+        match self {
+            Activation::TopK => "topk",
+            Activation::BatchTopK => "batchtopk",
+            Activation::Relu => "relu",
+        }
+    }
+}
+
+/// The shape and kind of an SAE; serialised as sparsify's `cfg.json` (plus our own keys).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SaeConfig {
+    /// Width of the activations it reads.
+    pub d_in: usize,
+    /// Number of latents.
+    pub num_latents: usize,
+    /// Latents kept per row (TopK, BatchTopK); ignored by ReLU.
+    pub k: usize,
+    /// Selection rule.
+    pub activation: Activation,
+    /// `num_latents / d_in`, as sparsify records it.
+    pub expansion_factor: usize,
+    /// Decoder rows kept at unit norm.
+    pub normalize_decoder: bool,
+    /// Train with the extra FVU at 4k latents (Multi-TopK).
+    pub multi_topk: bool,
+    /// sparsify keys we always write as false (no skip connection, not a transcoder).
+    #[serde(default)]
+    pub skip_connection: bool,
+    #[serde(default)]
+    pub transcode: bool,
+    /// Encoder and decoder share one matrix (the paper's tied variant).
+    #[serde(default)]
+    pub tied: bool,
+    /// L1 coefficient (ReLU SAEs).
+    #[serde(default)]
+    pub l1_coef: f32,
+    /// The hook point and model it was trained on (ours; sparsify ignores unknown keys).
+    #[serde(default)]
+    pub hookpoint: String,
+    #[serde(default)]
+    pub model: String,
+}
+
+impl SaeConfig {
+    /// A TopK SAE of `num_latents` latents over `d_in` dimensions.
+    pub fn topk(d_in: usize, num_latents: usize, k: usize) -> SaeConfig {
+        SaeConfig {
+            d_in,
+            num_latents,
+            k,
+            activation: Activation::TopK,
+            expansion_factor: num_latents / d_in.max(1),
+            normalize_decoder: true,
+            multi_topk: false,
+            skip_connection: false,
+            transcode: false,
+            tied: false,
+            l1_coef: 0.0,
+            hookpoint: String::new(),
+            model: String::new(),
+        }
+    }
+
+    /// Checks the numbers make sense.
+    pub fn validate(&self) -> Result<()> {
+        if self.d_in == 0 || self.num_latents == 0 {
+            return Err(SaeError::Config("d_in and num_latents must be positive".into()));
+        }
+        if self.activation != Activation::Relu && (self.k == 0 || self.k > self.num_latents) {
+            return Err(SaeError::Config(format!(
+                "k = {} must be between 1 and the number of latents ({})",
+                self.k, self.num_latents
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// A sparse autoencoder's parameters, row-major f32.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sae {
+    pub cfg: SaeConfig,
+    /// `[num_latents, d_in]`.
+    pub w_enc: Vec<f32>,
+    /// `[num_latents]`.
+    pub b_enc: Vec<f32>,
+    /// `[num_latents, d_in]`, unit-norm rows.
+    pub w_dec: Vec<f32>,
+    /// `[d_in]`.
+    pub b_dec: Vec<f32>,
+}
+
+/// What the encoder produced for a batch.
+#[derive(Debug, Clone)]
+pub struct Encoded {
+    /// `x - b_dec`, `[rows, d_in]`.
+    pub centered: Vec<f32>,
+    /// Pre-activations `[rows, num_latents]`.
+    pub pre: Vec<f32>,
+    /// The selected latents.
+    pub codes: Codes,
+}
+
+impl Sae {
+    /// A fresh SAE: random unit decoder rows, the encoder equal to them (the decoder's transpose
+    /// in matrix terms), zero biases.
+    pub fn init(cfg: SaeConfig, seed: u64) -> Result<Sae> {
+        cfg.validate()?;
+        let (n, d) = (cfg.num_latents, cfg.d_in);
+        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+        let mut w_dec: Vec<f32> = (0..n * d)
+            .map(|_| {
+                // Box-Muller: isotropic directions after normalisation.
+                let (u, v): (f32, f32) = (rng.gen_range(1e-7..1.0), rng.gen());
+                (-2.0 * u.ln()).sqrt() * (std::f32::consts::TAU * v).cos()
+            })
+            .collect();
+        normalize_rows(&mut w_dec, d);
+        Ok(Sae {
+            w_enc: w_dec.clone(),
+            b_enc: vec![0.0; n],
+            w_dec,
+            b_dec: vec![0.0; d],
+            cfg,
+        })
+    }
+
+    /// Encodes `x` `[rows, d_in]`: pre-activations and the selected latents.
+    pub fn encode(&self, x: &[f32], training: bool) -> Encoded {
+        let (n, d) = (self.cfg.num_latents, self.cfg.d_in);
+        let rows = x.len() / d;
+        let mut centered = x.to_vec();
+        centered
+            .par_chunks_mut(d)
+            .for_each(|r| r.iter_mut().zip(&self.b_dec).for_each(|(a, b)| *a -= b));
+        let mut pre = vec![0f32; rows * n];
+        pre.par_chunks_mut(n).for_each(|r| r.copy_from_slice(&self.b_enc));
+        matmul_into(
+            Mat::new(&centered, rows, d),
+            Mat::new(&self.w_enc, n, d).t(),
+            &mut pre,
+            1.0,
+        );
+        let codes = match self.cfg.activation {
+            Activation::TopK => top_k(&pre, n, self.cfg.k, None),
+            Activation::BatchTopK if training => batch_top_k(&pre, n, self.cfg.k),
+            Activation::BatchTopK => top_k(&pre, n, self.cfg.k, None),
+            Activation::Relu => relu_codes(&pre, n),
+        };
+        Encoded {
+            centered,
+            pre,
+            codes,
+        }
+    }
+
+    /// Decodes codes to `[rows, d_in]`: `b_dec + Σ c_j W_dec[j]` (`with_bias = false` leaves out
+    /// `b_dec`, as AuxK's residual reconstruction needs).
+    pub fn decode(&self, codes: &Codes, with_bias: bool) -> Vec<f32> {
+        let d = self.cfg.d_in;
+        let mut out = vec![0f32; codes.rows() * d];
+        out.par_chunks_mut(d).enumerate().for_each(|(r, o)| {
+            if with_bias {
+                o.copy_from_slice(&self.b_dec);
+            }
+            for (j, v) in codes.row(r) {
+                crate::linalg::axpy(v, &self.w_dec[j * d..(j + 1) * d], o);
+            }
+        });
+        out
+    }
+
+    /// Decodes dense codes `[rows, num_latents]` with one matrix product (ReLU SAEs, where
+    /// many latents fire early in training).
+    pub fn decode_dense(&self, acts: &[f32]) -> Vec<f32> {
+        let (n, d) = (self.cfg.num_latents, self.cfg.d_in);
+        let rows = acts.len() / n;
+        let mut out = vec![0f32; rows * d];
+        out.par_chunks_mut(d).for_each(|o| o.copy_from_slice(&self.b_dec));
+        matmul_into(Mat::new(acts, rows, n), Mat::new(&self.w_dec, n, d), &mut out, 1.0);
+        out
+    }
+
+    /// Reconstructs `x` `[rows, d_in]` (inference: TopK per row for BatchTopK).
+    pub fn reconstruct(&self, x: &[f32]) -> (Vec<f32>, Codes) {
+        let enc = self.encode(x, false);
+        let out = self.decode(&enc.codes, true);
+        (out, enc.codes)
+    }
+
+    /// Scales decoder rows to unit norm (zero rows stay zero).
+    pub fn normalize_decoder(&mut self) {
+        normalize_rows(&mut self.w_dec, self.cfg.d_in);
+    }
+
+    /// Writes `dir/cfg.json` and `dir/sae.safetensors` in sparsify's layout, atomically.
+    pub fn save(&self, dir: &Path) -> Result<()> {
+        std::fs::create_dir_all(dir).map_err(|e| SaeError::io(dir, e))?;
+        let (n, d) = (self.cfg.num_latents, self.cfg.d_in);
+        let tensors = [
+            ("encoder.weight", vec![n, d], &self.w_enc),
+            ("encoder.bias", vec![n], &self.b_enc),
+            ("W_dec", vec![n, d], &self.w_dec),
+            ("b_dec", vec![d], &self.b_dec),
+        ];
+        write_safetensors(&dir.join("sae.safetensors"), &tensors)?;
+        let cfg = serde_json::to_vec_pretty(&self.cfg).expect("config serialises");
+        write_atomic(&dir.join("cfg.json"), &cfg)
+    }
+
+    /// Loads an SAE saved in sparsify's layout (ours or sparsify's own).
+    pub fn load(dir: &Path) -> Result<Sae> {
+        let cfg_path = dir.join("cfg.json");
+        let text = std::fs::read(&cfg_path).map_err(|e| SaeError::io(&cfg_path, e))?;
+        let raw: serde_json::Value = serde_json::from_slice(&text)
+            .map_err(|e| SaeError::bad_file(&cfg_path, format!("not JSON: {e}")))?;
+        let st_path = dir.join("sae.safetensors");
+        let mut t = read_safetensors(&st_path)?;
+        let mut take = |name: &str, shape: &[usize]| -> Result<Vec<f32>> {
+            let (got, data) = t
+                .remove(name)
+                .ok_or_else(|| SaeError::bad_file(&st_path, format!("no tensor {name}")))?;
+            if got != shape {
+                return Err(SaeError::bad_file(
+                    &st_path,
+                    format!("{name} has shape {got:?}, expected {shape:?}"),
+                ));
+            }
+            Ok(data)
+        };
+        let cfg = config_from_json(&raw, &cfg_path)?;
+        let (n, d) = (cfg.num_latents, cfg.d_in);
+        let sae = Sae {
+            w_enc: take("encoder.weight", &[n, d])?,
+            b_enc: take("encoder.bias", &[n])?,
+            w_dec: take("W_dec", &[n, d])?,
+            b_dec: take("b_dec", &[d])?,
+            cfg,
+        };
+        Ok(sae)
+    }
+
+    /// Writes the SAELens layout: `dir/cfg.json` and `dir/sae_weights.safetensors` with
+    /// `W_enc [d_in, d_sae]`, `W_dec [d_sae, d_in]`, `b_enc [d_sae]`, `b_dec [d_in]`.
+    pub fn export_saelens(&self, dir: &Path) -> Result<()> {
+        std::fs::create_dir_all(dir).map_err(|e| SaeError::io(dir, e))?;
+        let (n, d) = (self.cfg.num_latents, self.cfg.d_in);
+        let w_enc_t: Vec<f32> = (0..d * n)
+            .map(|ij| self.w_enc[(ij % n) * d + ij / n])
+            .collect();
+        let tensors = [
+            ("W_enc", vec![d, n], &w_enc_t),
+            ("W_dec", vec![n, d], &self.w_dec),
+            ("b_enc", vec![n], &self.b_enc),
+            ("b_dec", vec![d], &self.b_dec),
+        ];
+        write_safetensors(&dir.join("sae_weights.safetensors"), &tensors)?;
+        let arch = match self.cfg.activation {
+            Activation::TopK => "topk",
+            Activation::BatchTopK => "batchtopk",
+            Activation::Relu => "standard",
+        };
+        let mut cfg = serde_json::json!({
+            "architecture": arch,
+            "d_in": d,
+            "d_sae": n,
+            "dtype": "float32",
+            "device": "cpu",
+            "apply_b_dec_to_input": true,
+            "normalize_activations": "none",
+            "hook_name": self.cfg.hookpoint,
+            "model_name": self.cfg.model,
+            "metadata": {"hook_name": self.cfg.hookpoint, "model_name": self.cfg.model},
+        });
+        if self.cfg.activation != Activation::Relu {
+            cfg["k"] = self.cfg.k.into();
+        }
+        let bytes = serde_json::to_vec_pretty(&cfg).expect("config serialises");
+        write_atomic(&dir.join("cfg.json"), &bytes)
+    }
+
+    /// Number of parameters.
+    pub fn num_params(&self) -> usize {
+        self.w_enc.len() + self.b_enc.len() + self.w_dec.len() + self.b_dec.len()
+    }
+}
+
+/// Every positive pre-activation as a code.
+fn relu_codes(pre: &[f32], n: usize) -> Codes {
+    let rows: Vec<Vec<(u32, f32)>> = pre
+        .par_chunks(n)
+        .map(|r| {
+            r.iter()
+                .enumerate()
+                .filter(|(_, &v)| v > 0.0)
+                .map(|(i, &v)| (i as u32, v))
+                .collect()
+        })
+        .collect();
+    Codes::from_rows(rows)
+}
+
+/// Scales each row of a `[_, d]` matrix to unit norm.
+pub fn normalize_rows(m: &mut [f32], d: usize) {
+    m.par_chunks_mut(d).for_each(|r| {
+        let norm = r.iter().map(|x| x * x).sum::<f32>().sqrt();
+        if norm > 0.0 {
+            r.iter_mut().for_each(|x| *x /= norm);
+        }
+    });
+}
+
+/// sparsify's cfg.json to our config: its keys, with ours optional.
+fn config_from_json(raw: &serde_json::Value, path: &Path) -> Result<SaeConfig> {
+    let bad = |what: String| SaeError::bad_file(path, what);
+    let get = |k: &str| raw.get(k).and_then(|v| v.as_u64()).map(|v| v as usize);
+    let d_in = get("d_in").ok_or_else(|| bad("no d_in".into()))?;
+    let num_latents = match get("num_latents") {
+        Some(n) if n > 0 => n,
+        _ => {
+            let ef = get("expansion_factor").ok_or_else(|| bad("no num_latents".into()))?;
+            ef * d_in
+        }
+    };
+    let activation = match raw.get("activation").and_then(|v| v.as_str()).unwrap_or("topk") {
+        "topk" => Activation::TopK,
+        "batchtopk" => Activation::BatchTopK,
+        "relu" => Activation::Relu,
+        other => return Err(bad(format!("unknown activation {other:?}"))),
+    };
+    let flag = |k: &str| raw.get(k).and_then(|v| v.as_bool()).unwrap_or(false);
+    if flag("skip_connection") || flag("transcode") {
+        return Err(bad("skip connections and transcoders are not supported".into()));
+    }
+    let text = |k: &str| raw.get(k).and_then(|v| v.as_str()).unwrap_or("").to_string();
+    let cfg = SaeConfig {
+        d_in,
+        num_latents,
+        k: get("k").unwrap_or(0),
+        activation,
+        expansion_factor: num_latents / d_in.max(1),
+        normalize_decoder: raw
+            .get("normalize_decoder")
+            .and_then(|v| v.as_bool())
+            .unwrap_or(true),
+        multi_topk: flag("multi_topk"),
+        skip_connection: false,
+        transcode: false,
+        tied: flag("tied"),
+        l1_coef: raw.get("l1_coef").and_then(|v| v.as_f64()).unwrap_or(0.0) as f32,
+        hookpoint: text("hookpoint"),
+        model: text("model"),
+    };
+    cfg.validate().map_err(|e| bad(e.to_string()))?;
+    Ok(cfg)
+}
+
+/// Writes named f32 tensors as safetensors, atomically.
+pub fn write_safetensors(path: &Path, tensors: &[(&str, Vec<usize>, &Vec<f32>)]) -> Result<()> {
+    let bytes: Vec<Vec<u8>> = tensors
+        .iter()
+        .map(|(_, _, d)| d.iter().flat_map(|v| v.to_le_bytes()).collect())
+        .collect();
+    let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = tensors
+        .iter()
+        .zip(&bytes)
+        .map(|((name, shape, _), b)| {
+            let view =
+                safetensors::tensor::TensorView::new(safetensors::Dtype::F32, shape.clone(), b)
+                    .expect("shape matches data");
+            (name.to_string(), view)
+        })
+        .collect();
+    let data = safetensors::serialize(views, None)
+        .map_err(|e| SaeError::bad_file(path, format!("cannot serialise: {e}")))?;
+    write_atomic(path, &data)
+}
+
+/// Reads every tensor of a safetensors file as f32 (F32, F16 or BF16 stored).
+pub fn read_safetensors(path: &Path) -> Result<HashMap<String, (Vec<usize>, Vec<f32>)>> {
+    let bytes = std::fs::read(path).map_err(|e| SaeError::io(path, e))?;
+    let st = safetensors::SafeTensors::deserialize(&bytes)
+        .map_err(|e| SaeError::bad_file(path, format!("not a safetensors file: {e}")))?;
+    let mut out = HashMap::new();
+    for (name, view) in st.tensors() {
+        let data = view.data();
+        let values: Vec<f32> = match view.dtype() {
+            safetensors::Dtype::F32 => data
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                .collect(),
+            safetensors::Dtype::F16 => data
+                .chunks_exact(2)
+                .map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32())
+                .collect(),
+            safetensors::Dtype::BF16 => data
+                .chunks_exact(2)
+                .map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32())
+                .collect(),
+            other => {
+                return Err(SaeError::bad_file(
+                    path,
+                    format!("tensor {name} has unsupported dtype {other:?}"),
+                ))
+            }
+        };
+        out.insert(name, (view.shape().to_vec(), values));
+    }
+    Ok(out)
+}
+
+/// Writes `bytes` to `path` through a temporary file in the same folder and a rename.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let tmp = dir.join(format!(
+        ".{}.tmp{}",
+        path.file_name().and_then(|n| n.to_str()).unwrap_or("out"),
+        std::process::id()
+    ));
+    std::fs::write(&tmp, bytes).map_err(|e| SaeError::io(&tmp, e))?;
+    std::fs::rename(&tmp, path).map_err(|e| SaeError::io(path, e))
+}
+
+/// `x̂` from dense ReLU codes without the bias: `acts W_dec` (used by the trainer's L1 path).
+pub fn dense_product(acts: &[f32], w: &[f32], rows: usize, n: usize, d: usize) -> Vec<f32> {
+    matmul(Mat::new(acts, rows, n), Mat::new(w, n, d))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn init_gives_unit_decoder_rows_and_a_matching_encoder() {
+        let sae = Sae::init(SaeConfig::topk(8, 32, 4), 1).unwrap();
+        for r in sae.w_dec.chunks(8) {
+            let n: f32 = r.iter().map(|x| x * x).sum();
+            assert!((n - 1.0).abs() < 1e-5);
+        }
+        assert_eq!(sae.w_enc, sae.w_dec);
+    }
+
+    #[test]
+    fn a_latent_aligned_input_is_reconstructed_by_that_latent() {
+        let mut sae = Sae::init(SaeConfig::topk(8, 32, 1), 2).unwrap();
+        sae.b_dec = vec![0.5; 8];
+        let x: Vec<f32> = sae.w_dec[5 * 8..6 * 8]
+            .iter()
+            .zip(&sae.b_dec)
+            .map(|(w, b)| 3.0 * w + b)
+            .collect();
+        let (out, codes) = sae.reconstruct(&x);
+        assert_eq!(codes.row(0).map(|(j, _)| j).collect::<Vec<_>>(), vec![5]);
+        for (o, xi) in out.iter().zip(&x) {
+            assert!((o - xi).abs() < 1e-4, "{out:?} vs {x:?}");
+        }
+    }
+
+    #[test]
+    fn bad_configs_are_errors() {
+        assert!(Sae::init(SaeConfig::topk(8, 4, 5), 0).is_err());
+        assert!(Sae::init(SaeConfig::topk(0, 4, 1), 0).is_err());
+    }
+}

@@ -1,0 +1,258 @@
+//! The activation source: a corpus streamed through the LM in context windows, activations at
+//! any set of hook points from one pass (stopping after the deepest), shuffled in a mixing
+//! buffer so a batch mixes many documents and positions.
+//!
+//! Windows are `[BOS] + ctx_len - 1` tokens of the document stream (documents joined by EOS;
+//! no BOS when the vocabulary has none). Position 0 (BOS, the attention sink with its outsized
+//! norm) and EOS/BOS tokens are left out unless asked for.
+
+use candle_core::Tensor;
+use lantern_lm::runtime::Lm;
+use lantern_lm::{HookPoint, Hooks, LogitsFor};
+use rand::{Rng, SeedableRng};
+
+use crate::corpus::{Corpus, Skipped};
+use crate::error::{Result, SaeError};
+
+/// How the corpus becomes windows and batches.
+#[derive(Debug, Clone)]
+pub struct SourceConfig {
+    /// Tokens per window, BOS included.
+    pub ctx_len: usize,
+    /// Windows per LM pass.
+    pub windows_per_pass: usize,
+    /// Keep position 0 and special tokens.
+    pub include_special: bool,
+    /// Rows the mixing buffer holds before batches are drawn from it.
+    pub buffer_rows: usize,
+    pub seed: u64,
+}
+
+impl Default for SourceConfig {
+    fn default() -> Self {
+        SourceConfig {
+            ctx_len: 256,
+            windows_per_pass: 8,
+            include_special: false,
+            buffer_rows: 65_536,
+            seed: 0,
+        }
+    }
+}
+
+/// Token windows cut from a corpus.
+#[derive(Debug, Clone)]
+pub struct Windows {
+    pub windows: Vec<Vec<u32>>,
+    pub skipped: Skipped,
+    /// Documents read.
+    pub docs: usize,
+}
+
+/// Tokenizes `corpus` into windows until `max_windows` are cut (all of it when `None`), skipping
+/// the first `skip_windows` (a held-out split reads past the training windows).
+pub fn windows(
+    lm: &Lm,
+    corpus: &Corpus,
+    ctx_len: usize,
+    skip_windows: usize,
+    max_windows: Option<usize>,
+) -> Result<Windows> {
+    if ctx_len < 2 || ctx_len > lm.model.cfg.ctx_len {
+        return Err(SaeError::Config(format!(
+            "context length {ctx_len} must be between 2 and the model's {}",
+            lm.model.cfg.ctx_len
+        )));
+    }
+    let tok = &lm.tokenizer;
+    let bos = tok.bos_id();
+    let eos = tok.eos_id().or(bos);
+    let body = ctx_len - usize::from(bos.is_some());
+    let want = max_windows.map(|m| (m + skip_windows) * body);
+    let mut stream: Vec<u32> = Vec::new();
+    let mut docs = 0usize;
+    let mut err = None;
+    let skipped = corpus.for_each(|text| match tok.encode_with(text, false, false) {
+        Ok(ids) => {
+            docs += 1;
+            stream.extend(ids);
+            stream.extend(eos);
+            want.is_none_or(|w| stream.len() < w)
+        }
+        Err(e) => {
+            err = Some(e);
+            false
+        }
+    })?;
+    if let Some(e) = err {
+        return Err(SaeError::Lm(e.into()));
+    }
+    let out: Vec<Vec<u32>> = stream
+        .chunks_exact(body)
+        .skip(skip_windows)
+        .take(max_windows.unwrap_or(usize::MAX))
+        .map(|c| bos.into_iter().chain(c.iter().copied()).collect())
+        .collect();
+    if out.is_empty() {
+        return Err(SaeError::Corpus {
+            spec: corpus.spec.clone(),
+            what: format!(
+                "too short: {} tokens make no window of {ctx_len} after skipping {skip_windows}",
+                stream.len()
+            ),
+        });
+    }
+    Ok(Windows {
+        windows: out,
+        skipped,
+        docs,
+    })
+}
+
+/// Which positions of a window give training rows.
+pub fn keep_position(lm: &Lm, window: &[u32], pos: usize, include_special: bool) -> bool {
+    if include_special {
+        return true;
+    }
+    let id = window[pos];
+    pos > 0 && Some(id) != lm.tokenizer.bos_id() && Some(id) != lm.tokenizer.eos_id()
+}
+
+/// Runs `windows` through the LM and returns, per hook point, the activations `[b, t, d]`.
+pub fn run_windows(lm: &Lm, windows: &[Vec<u32>], points: &[HookPoint]) -> Result<Vec<Tensor>> {
+    let t = windows[0].len();
+    let flat: Vec<u32> = windows.iter().flatten().copied().collect();
+    let ids = Tensor::from_vec(flat, (windows.len(), t), lm.model.device())?;
+    let mut hooks = points
+        .iter()
+        .fold(Hooks::new(), |h, &p| h.read(p))
+        .stop_early(true);
+    lm.model.forward(&ids, None, &mut hooks, LogitsFor::Last)?;
+    points
+        .iter()
+        .map(|&p| {
+            hooks
+                .take(p)
+                .ok_or_else(|| SaeError::Config(format!("hook point {p} was not reached")))
+        })
+        .collect()
+}
+
+/// Shuffled activation batches, one matrix per hook point, rows aligned across points.
+pub struct ActivationSource<'a> {
+    lm: &'a Lm,
+    points: Vec<HookPoint>,
+    windows: Vec<Vec<u32>>,
+    next: usize,
+    cfg: SourceConfig,
+    /// Per point: buffered rows, row-major, and the row width.
+    buffers: Vec<Vec<f32>>,
+    dims: Vec<usize>,
+    rows: usize,
+    rng: rand::rngs::StdRng,
+    /// LM positions run so far.
+    pub positions_run: u64,
+}
+
+impl<'a> ActivationSource<'a> {
+    /// A source over `windows` for `points` (validated against the model).
+    pub fn new(
+        lm: &'a Lm,
+        points: Vec<HookPoint>,
+        windows: Vec<Vec<u32>>,
+        cfg: SourceConfig,
+    ) -> Result<ActivationSource<'a>> {
+        let all = HookPoint::all(lm.model.cfg.n_layers);
+        if let Some(bad) = points.iter().find(|p| !all.contains(p)) {
+            return Err(SaeError::Config(format!(
+                "hook point {bad} does not exist in this {}-layer model (see `lantern lm info`)",
+                lm.model.cfg.n_layers
+            )));
+        }
+        let rng = rand::rngs::StdRng::seed_from_u64(cfg.seed);
+        Ok(ActivationSource {
+            buffers: vec![Vec::new(); points.len()],
+            dims: vec![0; points.len()],
+            lm,
+            points,
+            windows,
+            next: 0,
+            cfg,
+            rows: 0,
+            rng,
+            positions_run: 0,
+        })
+    }
+
+    /// Windows consumed so far.
+    pub fn windows_done(&self) -> usize {
+        self.next
+    }
+
+    /// Total windows.
+    pub fn windows_total(&self) -> usize {
+        self.windows.len()
+    }
+
+    /// Skips the first `n` windows (resuming a run).
+    pub fn skip_windows(&mut self, n: usize) {
+        self.next = n.min(self.windows.len());
+    }
+
+    /// The next batch of up to `rows` rows per point; `None` when the corpus is used up.
+    pub fn next_batch(&mut self, rows: usize) -> Result<Option<Vec<Vec<f32>>>> {
+        while self.rows < self.cfg.buffer_rows.max(rows) && self.next < self.windows.len() {
+            self.fill()?;
+        }
+        let take = rows.min(self.rows);
+        if take == 0 {
+            return Ok(None);
+        }
+        let mut out: Vec<Vec<f32>> = self
+            .dims
+            .iter()
+            .map(|&d| Vec::with_capacity(take * d))
+            .collect();
+        for _ in 0..take {
+            let i = self.rng.gen_range(0..self.rows);
+            let last = self.rows - 1;
+            for ((buf, &d), o) in self.buffers.iter_mut().zip(&self.dims).zip(&mut out) {
+                o.extend_from_slice(&buf[i * d..(i + 1) * d]);
+                if i != last {
+                    buf.copy_within(last * d..(last + 1) * d, i * d);
+                }
+                buf.truncate(last * d);
+            }
+            self.rows -= 1;
+        }
+        Ok(Some(out))
+    }
+
+    /// Runs the next windows through the LM into the buffer.
+    fn fill(&mut self) -> Result<()> {
+        let end = (self.next + self.cfg.windows_per_pass).min(self.windows.len());
+        let batch = &self.windows[self.next..end];
+        let acts = run_windows(self.lm, batch, &self.points)?;
+        let t = batch[0].len();
+        self.positions_run += (batch.len() * t) as u64;
+        let mut added = 0;
+        for (k, a) in acts.iter().enumerate() {
+            let d = a.dim(2)?;
+            self.dims[k] = d;
+            let data = a.flatten_all()?.to_vec1::<f32>()?;
+            added = 0;
+            for (w, window) in batch.iter().enumerate() {
+                for pos in 0..t {
+                    if keep_position(self.lm, window, pos, self.cfg.include_special) {
+                        let at = (w * t + pos) * d;
+                        self.buffers[k].extend_from_slice(&data[at..at + d]);
+                        added += 1;
+                    }
+                }
+            }
+        }
+        self.rows += added;
+        self.next = end;
+        Ok(())
+    }
+}

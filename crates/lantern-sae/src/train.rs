@@ -1,0 +1,730 @@
+//! Training: a hand-written forward and backward pass, Adam, dead-latent tracking, checkpoints.
+//!
+//! For TopK and BatchTopK only the encoder product is dense: every selected latent touches one
+//! encoder row and one decoder row, so the backward pass gathers per latent the few
+//! (row, activation, gradient) triples that name it and updates only those rows. The loss is
+//! sparsify's: `FVU(k)`, plus `FVU(4k) / 8` with Multi-TopK, plus `auxk_alpha` times the AuxK
+//! loss — the dead latents' top `d_in / 2` reconstructing the detached residual, without
+//! `b_dec`, scaled by `min(dead / k_aux, 1)`. ReLU SAEs train on `FVU + l1_coef * L1` where the L1
+//! term is the mean code mass per row divided by the rows' RMS distance to their mean (both terms
+//! are then free of the activations' scale), with dense products.
+//!
+//! Decoder rows stay unit-norm: the gradient's component along each row is removed before the
+//! step and the rows are renormalised after it.
+
+use std::path::Path;
+
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Result, SaeError};
+use crate::linalg::{axpy, dot, matmul, matmul_into, Mat};
+use crate::sae::{read_safetensors, write_atomic, write_safetensors, Activation, Sae};
+use crate::topk::{top_k, Codes};
+
+/// Optimiser and schedule settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrainConfig {
+    /// Peak learning rate; `None`: sparsify's `2e-4 / sqrt(num_latents / 2^14)`.
+    pub lr: Option<f32>,
+    /// Linear warm-up steps.
+    pub warmup_steps: usize,
+    /// AuxK coefficient (OpenAI's 1/32; 0 turns AuxK off).
+    pub auxk_alpha: f32,
+    /// A latent that has not fired for this many tokens is dead.
+    pub dead_tokens: u64,
+    pub beta1: f32,
+    pub beta2: f32,
+    pub eps: f32,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        TrainConfig {
+            lr: None,
+            warmup_steps: 1000,
+            auxk_alpha: 1.0 / 32.0,
+            dead_tokens: 10_000_000,
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+        }
+    }
+}
+
+impl TrainConfig {
+    /// The peak learning rate for an SAE of `num_latents` latents.
+    pub fn peak_lr(&self, num_latents: usize) -> f32 {
+        self.lr
+            .unwrap_or_else(|| 2e-4 / (num_latents as f32 / 16384.0).sqrt())
+    }
+}
+
+/// What one step measured.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
+pub struct StepStats {
+    pub loss: f32,
+    pub fvu: f32,
+    pub auxk_loss: f32,
+    pub multi_topk_fvu: f32,
+    pub l1: f32,
+    /// Mean non-zero latents per row.
+    pub l0: f32,
+    /// Fraction of latents dead after this step.
+    pub dead_frac: f32,
+    pub lr: f32,
+}
+
+/// Gradients, laid out like the parameters.
+#[derive(Debug, Clone)]
+struct Grads {
+    w_enc: Vec<f32>,
+    b_enc: Vec<f32>,
+    w_dec: Vec<f32>,
+    b_dec: Vec<f32>,
+}
+
+impl Grads {
+    fn zeros(n: usize, d: usize) -> Grads {
+        Grads {
+            w_enc: vec![0.0; n * d],
+            b_enc: vec![0.0; n],
+            w_dec: vec![0.0; n * d],
+            b_dec: vec![0.0; d],
+        }
+    }
+}
+
+/// Adam moments for one tensor.
+#[derive(Debug, Clone)]
+struct Moments {
+    m: Vec<f32>,
+    v: Vec<f32>,
+}
+
+impl Moments {
+    fn zeros(len: usize) -> Moments {
+        Moments {
+            m: vec![0.0; len],
+            v: vec![0.0; len],
+        }
+    }
+
+    /// One bias-corrected Adam update of `p` with gradient `g`.
+    fn step(&mut self, p: &mut [f32], g: &[f32], lr: f32, c: &TrainConfig, t: u64) {
+        let bc1 = 1.0 - c.beta1.powi(t as i32);
+        let bc2 = 1.0 - c.beta2.powi(t as i32);
+        let step = lr / bc1;
+        let chunk = 4096;
+        p.par_chunks_mut(chunk)
+            .zip(g.par_chunks(chunk))
+            .zip(self.m.par_chunks_mut(chunk))
+            .zip(self.v.par_chunks_mut(chunk))
+            .for_each(|(((p, g), m), v)| {
+                for i in 0..p.len() {
+                    m[i] = c.beta1 * m[i] + (1.0 - c.beta1) * g[i];
+                    v[i] = c.beta2 * v[i] + (1.0 - c.beta2) * g[i] * g[i];
+                    p[i] -= step * m[i] / ((v[i] / bc2).sqrt() + c.eps);
+                }
+            });
+    }
+}
+
+/// One selected latent of one row, on its way through the backward pass.
+#[derive(Debug, Clone, Copy)]
+struct Entry {
+    row: u32,
+    latent: u32,
+    /// The activation.
+    act: f32,
+    /// Which output gradient it decodes into (0 main, 1 Multi-TopK, 2 AuxK).
+    set: u8,
+    /// d loss / d pre-activation, filled in by the backward pass.
+    grad: f32,
+}
+
+/// An SAE with its optimiser state.
+#[derive(Debug, Clone)]
+pub struct Trainer {
+    pub sae: Sae,
+    pub cfg: TrainConfig,
+    /// Steps taken.
+    pub step: u64,
+    /// Activation vectors trained on.
+    pub tokens: u64,
+    /// Tokens since each latent last fired.
+    pub since_fired: Vec<u64>,
+    adam: [Moments; 4],
+    grads: Grads,
+}
+
+impl Trainer {
+    /// A trainer for `sae` (already initialised, `b_dec` set).
+    pub fn new(sae: Sae, cfg: TrainConfig) -> Trainer {
+        let (n, d) = (sae.cfg.num_latents, sae.cfg.d_in);
+        Trainer {
+            adam: [
+                Moments::zeros(n * d),
+                Moments::zeros(n),
+                Moments::zeros(n * d),
+                Moments::zeros(d),
+            ],
+            grads: Grads::zeros(n, d),
+            since_fired: vec![0; n],
+            step: 0,
+            tokens: 0,
+            sae,
+            cfg,
+        }
+    }
+
+    /// The dead mask: latents that have not fired for `dead_tokens` tokens.
+    pub fn dead_mask(&self) -> Vec<bool> {
+        self.since_fired
+            .iter()
+            .map(|&s| s >= self.cfg.dead_tokens)
+            .collect()
+    }
+
+    /// Fraction of latents currently dead.
+    pub fn dead_frac(&self) -> f32 {
+        let dead = self.dead_mask().iter().filter(|&&d| d).count();
+        dead as f32 / self.since_fired.len().max(1) as f32
+    }
+
+    /// The learning rate at the current step.
+    pub fn lr(&self) -> f32 {
+        let peak = self.cfg.peak_lr(self.sae.cfg.num_latents);
+        let warm = self.cfg.warmup_steps.max(1) as f32;
+        peak * ((self.step + 1) as f32 / warm).min(1.0)
+    }
+
+    /// One optimisation step on a batch `x` `[rows, d_in]`.
+    pub fn train_step(&mut self, x: &[f32]) -> StepStats {
+        let rows = x.len() / self.sae.cfg.d_in;
+        let mut stats = self.compute_grads(x);
+        stats.lr = self.lr();
+        self.apply(stats.lr);
+        self.tokens += rows as u64;
+        stats.dead_frac = self.dead_frac();
+        stats
+    }
+
+    /// The loss on `x` and its gradients (into `self.grads`); updates the firing counters.
+    fn compute_grads(&mut self, x: &[f32]) -> StepStats {
+        let d = self.sae.cfg.d_in;
+        let rows = x.len() / d;
+        let tv = total_variance(x, d).max(1e-12);
+        match self.sae.cfg.activation {
+            Activation::Relu => self.backward_dense(x, rows, tv),
+            _ => self.backward_sparse(x, rows, tv),
+        }
+    }
+
+    /// Forward and backward for TopK / BatchTopK, filling `self.grads`.
+    fn backward_sparse(&mut self, x: &[f32], rows: usize, tv: f32) -> StepStats {
+        let sae = &self.sae;
+        let (n, d) = (sae.cfg.num_latents, sae.cfg.d_in);
+        let enc = sae.encode(x, true);
+        let recon = sae.decode(&enc.codes, true);
+        let mut stats = StepStats {
+            l0: enc.codes.nnz() as f32 / rows.max(1) as f32,
+            ..StepStats::default()
+        };
+        // Output gradients, one per decoded set: d loss / d output.
+        let err: Vec<f32> = recon.iter().zip(x).map(|(r, x)| r - x).collect();
+        stats.fvu = err.iter().map(|e| e * e).sum::<f32>() / tv;
+        let mut outs = vec![err.iter().map(|e| 2.0 * e / tv).collect::<Vec<f32>>()];
+        let mut sets = vec![(&enc.codes, 0u8)];
+        let multi;
+        if sae.cfg.multi_topk {
+            multi = top_k(&enc.pre, n, (4 * sae.cfg.k).min(n), None);
+            let r4 = sae.decode(&multi, true);
+            let e4: Vec<f32> = r4.iter().zip(x).map(|(r, x)| r - x).collect();
+            stats.multi_topk_fvu = e4.iter().map(|e| e * e).sum::<f32>() / tv;
+            outs.push(e4.iter().map(|e| 2.0 * e / tv / 8.0).collect());
+            sets.push((&multi, 1));
+        }
+        let aux;
+        let dead = self.dead_mask();
+        let num_dead = dead.iter().filter(|&&m| m).count();
+        if self.cfg.auxk_alpha > 0.0 && num_dead > 0 {
+            let k_aux = d / 2;
+            let scale = (num_dead as f32 / k_aux as f32).min(1.0);
+            aux = top_k(&enc.pre, n, k_aux.min(num_dead), Some(&dead));
+            // The residual the dead latents should explain, detached: x - x̂.
+            let e_hat = sae.decode(&aux, false);
+            let diff: Vec<f32> = e_hat.iter().zip(&err).map(|(a, e)| a + e).collect();
+            let c = self.cfg.auxk_alpha * scale;
+            stats.auxk_loss = diff.iter().map(|v| v * v).sum::<f32>() / tv;
+            stats.loss += c * stats.auxk_loss;
+            outs.push(diff.iter().map(|v| 2.0 * c * v / tv).collect());
+            sets.push((&aux, 2));
+        }
+        stats.loss += stats.fvu + stats.multi_topk_fvu / 8.0;
+        self.mark_fired(&enc.codes);
+        let outs: Vec<&[f32]> = outs.iter().map(|o| o.as_slice()).collect();
+        let mut entries = collect_entries(&sets);
+        let with_bias = [true, true, false];
+        self.sparse_grads(&enc.centered, &outs, &with_bias, &mut entries);
+        stats
+    }
+
+    /// Gradients of every parameter from the entries of all decoded sets.
+    fn sparse_grads(
+        &mut self,
+        centered: &[f32],
+        outs: &[&[f32]],
+        with_bias: &[bool; 3],
+        entries: &mut [Entry],
+    ) {
+        let (n, d) = (self.sae.cfg.num_latents, self.sae.cfg.d_in);
+        let (w_enc, w_dec) = (&self.sae.w_enc, &self.sae.w_dec);
+        // d loss / d activation = W_dec[j] · G_set[row]: per entry, in parallel.
+        entries.par_iter_mut().for_each(|e| {
+            let (r, j) = (e.row as usize, e.latent as usize);
+            let g = &outs[e.set as usize][r * d..(r + 1) * d];
+            e.grad = dot(&w_dec[j * d..(j + 1) * d], g);
+        });
+        let g = &mut self.grads;
+        g.w_enc.par_iter_mut().for_each(|v| *v = 0.0);
+        g.w_dec.par_iter_mut().for_each(|v| *v = 0.0);
+        g.b_enc.iter_mut().for_each(|v| *v = 0.0);
+        // b_dec: + Σ G over decodes that add it, - Σ_rows Σ_entries grad W_enc[j] (x - b_dec).
+        let mut g_b_dec = vec![0f32; d];
+        for (set, out) in outs.iter().enumerate() {
+            if with_bias[set] {
+                for r in out.chunks_exact(d) {
+                    g_b_dec.iter_mut().zip(r).for_each(|(a, b)| *a += b);
+                }
+            }
+        }
+        for e in entries.iter() {
+            let j = e.latent as usize;
+            axpy(-e.grad, &w_enc[j * d..(j + 1) * d], &mut g_b_dec);
+        }
+        g.b_dec = g_b_dec;
+        // Per latent: gather its entries and update its two rows.
+        let order = bucket_by_latent(entries, n);
+        let (w_enc_g, w_dec_g, b_enc_g) = (&mut g.w_enc, &mut g.w_dec, &mut g.b_enc);
+        w_enc_g
+            .par_chunks_mut(d)
+            .zip(w_dec_g.par_chunks_mut(d))
+            .zip(b_enc_g.par_iter_mut())
+            .enumerate()
+            .for_each(|(j, ((ge, gd), gb))| {
+                for &i in &order.items[order.starts[j]..order.starts[j + 1]] {
+                    let e = &entries[i as usize];
+                    let r = e.row as usize;
+                    axpy(e.act, &outs[e.set as usize][r * d..(r + 1) * d], gd);
+                    axpy(e.grad, &centered[r * d..(r + 1) * d], ge);
+                    *gb += e.grad;
+                }
+            });
+    }
+
+    /// Forward and backward for ReLU + L1, with dense products.
+    fn backward_dense(&mut self, x: &[f32], rows: usize, tv: f32) -> StepStats {
+        let sae = &self.sae;
+        let (n, d) = (sae.cfg.num_latents, sae.cfg.d_in);
+        let enc = sae.encode(x, true);
+        let acts: Vec<f32> = enc.pre.par_iter().map(|&v| v.max(0.0)).collect();
+        let recon = sae.decode_dense(&acts);
+        let err: Vec<f32> = recon.iter().zip(x).map(|(r, x)| r - x).collect();
+        let fvu = err.iter().map(|e| e * e).sum::<f32>() / tv;
+        // L1 per row, relative to the rows' RMS distance to their mean.
+        let rms = (tv / rows.max(1) as f32).sqrt();
+        let l1_scale = 1.0 / (rows.max(1) as f32 * rms);
+        let l1 = acts.par_iter().sum::<f32>() * l1_scale;
+        let lambda = sae.cfg.l1_coef;
+        let g_out: Vec<f32> = err.iter().map(|e| 2.0 * e / tv).collect();
+        let mut g_pre = matmul(Mat::new(&g_out, rows, d), Mat::new(&sae.w_dec, n, d).t());
+        g_pre
+            .par_iter_mut()
+            .zip(&enc.pre)
+            .for_each(|(g, &p)| *g = if p > 0.0 { *g + lambda * l1_scale } else { 0.0 });
+        let g = &mut self.grads;
+        matmul_into(Mat::new(&acts, rows, n).t(), Mat::new(&g_out, rows, d), &mut g.w_dec, 0.0);
+        matmul_into(Mat::new(&g_pre, rows, n).t(), Mat::new(&enc.centered, rows, d), &mut g.w_enc, 0.0);
+        g.b_enc.iter_mut().for_each(|v| *v = 0.0);
+        for r in g_pre.chunks_exact(n) {
+            g.b_enc.iter_mut().zip(r).for_each(|(a, b)| *a += b);
+        }
+        let g_xc = matmul(Mat::new(&g_pre, rows, n), Mat::new(&sae.w_enc, n, d));
+        let mut g_b_dec = vec![0f32; d];
+        for (go, gx) in g_out.chunks_exact(d).zip(g_xc.chunks_exact(d)) {
+            for i in 0..d {
+                g_b_dec[i] += go[i] - gx[i];
+            }
+        }
+        g.b_dec = g_b_dec;
+        let l0 = acts.iter().filter(|&&a| a > 0.0).count() as f32 / rows.max(1) as f32;
+        let fired = Codes::from_rows(
+            acts.chunks_exact(n)
+                .map(|r| {
+                    r.iter()
+                        .enumerate()
+                        .filter(|(_, &a)| a > 0.0)
+                        .map(|(i, &a)| (i as u32, a))
+                        .collect()
+                })
+                .collect(),
+        );
+        self.mark_fired(&fired);
+        StepStats {
+            loss: fvu + lambda * l1,
+            fvu,
+            l1,
+            l0,
+            ..StepStats::default()
+        }
+    }
+
+    /// Updates the tokens-since-fired counters.
+    fn mark_fired(&mut self, codes: &Codes) {
+        let rows = codes.rows() as u64;
+        self.since_fired
+            .iter_mut()
+            .for_each(|s| *s = s.saturating_add(rows));
+        for &j in &codes.idx {
+            self.since_fired[j as usize] = 0;
+        }
+    }
+
+    /// Adam on every parameter, keeping decoder rows unit-norm (and tied weights tied).
+    fn apply(&mut self, lr: f32) {
+        self.step += 1;
+        let d = self.sae.cfg.d_in;
+        let g = &mut self.grads;
+        if self.sae.cfg.tied {
+            let enc = std::mem::take(&mut g.w_enc);
+            g.w_dec.par_iter_mut().zip(&enc).for_each(|(a, b)| *a += b);
+            g.w_enc = enc;
+        }
+        if self.sae.cfg.normalize_decoder {
+            remove_parallel(&mut g.w_dec, &self.sae.w_dec, d);
+        }
+        let (c, t) = (&self.cfg, self.step);
+        let [m_we, m_be, m_wd, m_bd] = &mut self.adam;
+        if !self.sae.cfg.tied {
+            m_we.step(&mut self.sae.w_enc, &g.w_enc, lr, c, t);
+        }
+        m_be.step(&mut self.sae.b_enc, &g.b_enc, lr, c, t);
+        m_wd.step(&mut self.sae.w_dec, &g.w_dec, lr, c, t);
+        m_bd.step(&mut self.sae.b_dec, &g.b_dec, lr, c, t);
+        if self.sae.cfg.normalize_decoder {
+            self.sae.normalize_decoder();
+        }
+        if self.sae.cfg.tied {
+            self.sae.w_enc.copy_from_slice(&self.sae.w_dec);
+        }
+    }
+
+    /// Saves the SAE (sparsify layout) and the optimiser state beside it, so a run resumes.
+    pub fn save(&self, dir: &Path) -> Result<()> {
+        self.sae.save(dir)?;
+        let [a, b, c, d] = &self.adam;
+        let since: Vec<f32> = self.since_fired.iter().map(|&s| s as f32).collect();
+        let t = [
+            ("m.w_enc", vec![a.m.len()], &a.m),
+            ("v.w_enc", vec![a.v.len()], &a.v),
+            ("m.b_enc", vec![b.m.len()], &b.m),
+            ("v.b_enc", vec![b.v.len()], &b.v),
+            ("m.w_dec", vec![c.m.len()], &c.m),
+            ("v.w_dec", vec![c.v.len()], &c.v),
+            ("m.b_dec", vec![d.m.len()], &d.m),
+            ("v.b_dec", vec![d.v.len()], &d.v),
+            ("since_fired", vec![since.len()], &since),
+        ];
+        write_safetensors(&dir.join("optimizer.safetensors"), &t)?;
+        let state = serde_json::json!({
+            "step": self.step, "tokens": self.tokens, "train": self.cfg,
+        });
+        write_atomic(
+            &dir.join("trainer.json"),
+            &serde_json::to_vec_pretty(&state).expect("state serialises"),
+        )
+    }
+
+    /// Loads an SAE and its optimiser state written by [`Trainer::save`].
+    pub fn load(dir: &Path) -> Result<Trainer> {
+        let sae = Sae::load(dir)?;
+        let path = dir.join("trainer.json");
+        let text = std::fs::read(&path).map_err(|e| SaeError::io(&path, e))?;
+        let state: serde_json::Value = serde_json::from_slice(&text)
+            .map_err(|e| SaeError::bad_file(&path, format!("not JSON: {e}")))?;
+        let cfg: TrainConfig = serde_json::from_value(state["train"].clone())
+            .map_err(|e| SaeError::bad_file(&path, format!("bad train config: {e}")))?;
+        let mut tr = Trainer::new(sae, cfg);
+        tr.step = state["step"].as_u64().unwrap_or(0);
+        tr.tokens = state["tokens"].as_u64().unwrap_or(0);
+        let opt = dir.join("optimizer.safetensors");
+        let mut t = read_safetensors(&opt)?;
+        let mut take = |name: &str, want: usize| -> Result<Vec<f32>> {
+            match t.remove(name) {
+                Some((_, v)) if v.len() == want => Ok(v),
+                _ => Err(SaeError::bad_file(&opt, format!("missing or mis-sized {name}"))),
+            }
+        };
+        let (n, d) = (tr.sae.cfg.num_latents, tr.sae.cfg.d_in);
+        for (i, (name, len)) in [("w_enc", n * d), ("b_enc", n), ("w_dec", n * d), ("b_dec", d)]
+            .into_iter()
+            .enumerate()
+        {
+            tr.adam[i].m = take(&format!("m.{name}"), len)?;
+            tr.adam[i].v = take(&format!("v.{name}"), len)?;
+        }
+        tr.since_fired = take("since_fired", n)?.iter().map(|&s| s as u64).collect();
+        Ok(tr)
+    }
+}
+
+/// Σ‖x − mean(x)‖² over the rows of `x` `[rows, d]`.
+pub fn total_variance(x: &[f32], d: usize) -> f32 {
+    let rows = x.len() / d.max(1);
+    if rows == 0 {
+        return 0.0;
+    }
+    let mut mean = vec![0f64; d];
+    for r in x.chunks_exact(d) {
+        mean.iter_mut().zip(r).for_each(|(m, &v)| *m += v as f64);
+    }
+    mean.iter_mut().for_each(|m| *m /= rows as f64);
+    x.chunks_exact(d)
+        .map(|r| {
+            r.iter()
+                .zip(&mean)
+                .map(|(&v, m)| (v as f64 - m).powi(2))
+                .sum::<f64>()
+        })
+        .sum::<f64>() as f32
+}
+
+/// Every selected latent of every set, as backward-pass entries.
+fn collect_entries(sets: &[(&Codes, u8)]) -> Vec<Entry> {
+    let mut out = Vec::with_capacity(sets.iter().map(|(c, _)| c.nnz()).sum());
+    for &(codes, set) in sets {
+        for r in 0..codes.rows() {
+            for (j, a) in codes.row(r) {
+                out.push(Entry {
+                    row: r as u32,
+                    latent: j as u32,
+                    act: a,
+                    set,
+                    grad: 0.0,
+                });
+            }
+        }
+    }
+    out
+}
+
+/// Entry indices grouped by latent (a counting sort): latent `j`'s are
+/// `items[starts[j]..starts[j + 1]]`.
+struct Buckets {
+    starts: Vec<usize>,
+    items: Vec<u32>,
+}
+
+fn bucket_by_latent(entries: &[Entry], n: usize) -> Buckets {
+    let mut starts = vec![0usize; n + 1];
+    for e in entries {
+        starts[e.latent as usize + 1] += 1;
+    }
+    for j in 0..n {
+        starts[j + 1] += starts[j];
+    }
+    let mut fill = starts.clone();
+    let mut items = vec![0u32; entries.len()];
+    for (i, e) in entries.iter().enumerate() {
+        let j = e.latent as usize;
+        items[fill[j]] = i as u32;
+        fill[j] += 1;
+    }
+    Buckets { starts, items }
+}
+
+/// Removes from each gradient row its component along the (unit) weight row.
+fn remove_parallel(g: &mut [f32], w: &[f32], d: usize) {
+    g.par_chunks_mut(d)
+        .zip(w.par_chunks(d))
+        .for_each(|(g, w)| axpy(-dot(g, w), w, g));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sae::SaeConfig;
+    use rand::{Rng, SeedableRng};
+
+    fn data(rows: usize, d: usize, seed: u64) -> Vec<f32> {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+        (0..rows * d).map(|_| rng.gen_range(-1.0..1.0)).collect()
+    }
+
+    /// Compares analytic gradients with central differences of the loss.
+    ///
+    /// With `aux`, even latents are dead and start below the live ones (small encoder weights,
+    /// biases 1.0 live and 0.3 dead), so the main codes use live latents only; AuxK's residual is detached by design, so live latents are checked
+    /// against the loss without the AuxK term and dead ones against the whole loss.
+    fn check_gradients(cfg: SaeConfig, aux: bool) {
+        let (d, rows) = (cfg.d_in, 6);
+        let x = data(rows, d, 5);
+        let mut sae = Sae::init(cfg, 3).unwrap();
+        let mut rng = rand::rngs::StdRng::seed_from_u64(9);
+        for (j, b) in sae.b_enc.iter_mut().enumerate() {
+            *b = match (aux, j % 2) {
+                (true, 0) => 0.3,
+                (true, _) => 1.0,
+                _ => rng.gen_range(0.0..0.3),
+            };
+        }
+        sae.b_dec.iter_mut().for_each(|b| *b = rng.gen_range(-0.2..0.2));
+        if !sae.cfg.tied {
+            let shrink = if aux { 0.1 } else { 1.0 };
+            sae.w_enc
+                .iter_mut()
+                .for_each(|w| *w = shrink * (*w + rng.gen_range(-0.2..0.2)));
+        }
+        let dead_tokens = if aux { 1 } else { u64::MAX };
+        let train = TrainConfig {
+            dead_tokens,
+            ..TrainConfig::default()
+        };
+        let mut tr = Trainer::new(sae, train);
+        if aux {
+            for j in (0..tr.since_fired.len()).step_by(2) {
+                tr.since_fired[j] = dead_tokens;
+            }
+        }
+        let base = tr.clone();
+        let stats = tr.compute_grads(&x);
+        if aux {
+            assert!(stats.auxk_loss > 0.0);
+        }
+        let d_in = d;
+        // (whole loss, loss without AuxK)
+        let loss_at = |f: &dyn Fn(&mut Sae)| -> (f64, f64) {
+            let mut t = base.clone();
+            f(&mut t.sae);
+            if t.sae.cfg.tied {
+                t.sae.w_enc = t.sae.w_dec.clone();
+            }
+            let s = t.compute_grads(&x);
+            (s.loss as f64, s.loss as f64 - (s.loss - s.fvu - s.multi_topk_fvu / 8.0) as f64 * f64::from(aux))
+        };
+        let eps = 1e-3f32;
+        let pick = |latent: usize, l: (f64, f64)| if aux && latent % 2 == 1 { l.1 } else { l.0 };
+        let diff = |latent: usize, plus: &dyn Fn(&mut Sae), minus: &dyn Fn(&mut Sae)| {
+            (pick(latent, loss_at(plus)) - pick(latent, loss_at(minus))) / (2.0 * eps as f64)
+        };
+        let mut worst = 0f64;
+        for i in (0..tr.sae.w_dec.len()).step_by(5) {
+            let j = i / d_in;
+            let num = diff(j, &|s| s.w_dec[i] += eps, &|s| s.w_dec[i] -= eps);
+            let mut ana = tr.grads.w_dec[i] as f64;
+            if tr.sae.cfg.tied {
+                ana += tr.grads.w_enc[i] as f64;
+            } else {
+                let ne = diff(j, &|s| s.w_enc[i] += eps, &|s| s.w_enc[i] -= eps);
+                let a = tr.grads.w_enc[i] as f64;
+                worst = worst.max((ne - a).abs() / (1.0 + a.abs()));
+
+            }
+            worst = worst.max((num - ana).abs() / (1.0 + ana.abs()));
+
+        }
+        for j in 0..tr.sae.b_enc.len() {
+            let num = diff(j, &|s| s.b_enc[j] += eps, &|s| s.b_enc[j] -= eps);
+            let a = tr.grads.b_enc[j] as f64;
+            worst = worst.max((num - a).abs() / (1.0 + a.abs()));
+
+        }
+        if !aux {
+            for i in 0..d {
+                let num = diff(0, &|s| s.b_dec[i] += eps, &|s| s.b_dec[i] -= eps);
+                let a = tr.grads.b_dec[i] as f64;
+                worst = worst.max((num - a).abs() / (1.0 + a.abs()));
+            }
+        }
+        assert!(worst < 2e-3, "largest relative gradient error {worst}");
+    }
+
+    #[test]
+    fn topk_gradients_match_finite_differences() {
+        check_gradients(SaeConfig::topk(6, 16, 3), false);
+        let mut cfg = SaeConfig::topk(6, 16, 2);
+        cfg.multi_topk = true;
+        check_gradients(cfg, false);
+    }
+
+    #[test]
+    fn multi_topk_and_auxk_gradients_match_finite_differences() {
+        let mut cfg = SaeConfig::topk(6, 16, 2);
+        cfg.multi_topk = true;
+        check_gradients(cfg, true);
+    }
+
+    #[test]
+    fn relu_l1_and_tied_gradients_match_finite_differences() {
+        let mut cfg = SaeConfig::topk(6, 12, 0);
+        cfg.activation = Activation::Relu;
+        cfg.l1_coef = 0.3;
+        check_gradients(cfg.clone(), false);
+        cfg.tied = true;
+        check_gradients(cfg, false);
+    }
+
+    #[test]
+    fn training_lowers_fvu_and_keeps_decoder_rows_unit_norm() {
+        // Data made of 3-sparse combinations of 24 directions in 12 dimensions.
+        let (d, n, rows) = (12, 48, 256);
+        let dirs = data(24, d, 1);
+        let mut rng = rand::rngs::StdRng::seed_from_u64(2);
+        let mut x = vec![0f32; rows * d];
+        for r in 0..rows {
+            for _ in 0..3 {
+                let j = rng.gen_range(0..24);
+                let a = rng.gen_range(0.5..2.0);
+                axpy(a, &dirs[j * d..(j + 1) * d], &mut x[r * d..(r + 1) * d]);
+            }
+        }
+        let mut sae = Sae::init(SaeConfig::topk(d, n, 3), 4).unwrap();
+        sae.b_dec = crate::median::geometric_median(&x, d, 50);
+        let mut tr = Trainer::new(
+            sae,
+            TrainConfig {
+                lr: Some(3e-3),
+                warmup_steps: 10,
+                ..TrainConfig::default()
+            },
+        );
+        let first = tr.train_step(&x).fvu;
+        let mut last = first;
+        for _ in 0..400 {
+            last = tr.train_step(&x).fvu;
+        }
+        assert!(last < 0.25 * first, "fvu {first} -> {last}");
+        for r in tr.sae.w_dec.chunks(d) {
+            let norm: f32 = r.iter().map(|v| v * v).sum();
+            assert!((norm - 1.0).abs() < 1e-4);
+        }
+    }
+
+    #[test]
+    fn state_round_trips_through_disk() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut tr = Trainer::new(Sae::init(SaeConfig::topk(8, 16, 2), 1).unwrap(), TrainConfig::default());
+        let x = data(32, 8, 3);
+        tr.train_step(&x);
+        tr.save(dir.path()).unwrap();
+        let mut back = Trainer::load(dir.path()).unwrap();
+        assert_eq!(back.sae, tr.sae);
+        assert_eq!((back.step, back.tokens), (tr.step, tr.tokens));
+        assert_eq!(back.since_fired, tr.since_fired);
+        // The next step is the same whether or not the run was interrupted.
+        let (a, b) = (tr.train_step(&x), back.train_step(&x));
+        assert_eq!(a.loss, b.loss);
+        assert_eq!(back.sae, tr.sae);
+    }
+}
