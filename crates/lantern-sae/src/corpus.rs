@@ -89,7 +89,10 @@ impl Corpus {
             let why = match skipped.not_utf8.first() {
                 Some(bad) => format!("no UTF-8 text: {bad}"),
                 None if skipped.bad_lines > 0 => {
-                    format!("no text: {} JSON lines without a `text` string", skipped.bad_lines)
+                    format!(
+                        "no text: {} JSON lines without a `text` string",
+                        skipped.bad_lines
+                    )
                 }
                 None => "is empty: no text in any file".to_string(),
             };
@@ -128,9 +131,12 @@ fn resolve_one(spec: &str) -> Result<Vec<Part>> {
             "not found: expected an asset name (sotu, austen), a folder of .txt, a .txt or a .jsonl(.zst)",
         ));
     }
-    part_for(path)
-        .map(|p| vec![p])
-        .ok_or_else(|| corpus_err(spec, "unsupported file type (use .txt, .jsonl or .jsonl.zst)"))
+    part_for(path).map(|p| vec![p]).ok_or_else(|| {
+        corpus_err(
+            spec,
+            "unsupported file type (use .txt, .jsonl or .jsonl.zst)",
+        )
+    })
 }
 
 fn part_for(p: PathBuf) -> Option<Part> {
@@ -202,7 +208,11 @@ mod tests {
         std::fs::write(d.join("b.txt"), "second").unwrap();
         std::fs::write(d.join("a.txt"), "first").unwrap();
         std::fs::write(d.join("skip.bin"), "ignored").unwrap();
-        std::fs::write(d.join("c.jsonl"), "{\"text\": \"third\"}\nnot json\n{\"x\": 1}\n").unwrap();
+        std::fs::write(
+            d.join("c.jsonl"),
+            "{\"text\": \"third\"}\nnot json\n{\"x\": 1}\n",
+        )
+        .unwrap();
         let zst = zstd::encode_all(&b"{\"text\": \"fourth\"}\n"[..], 3).unwrap();
         std::fs::write(d.join("d.jsonl.zst"), zst).unwrap();
         let corpus = Corpus::open(d.to_str().unwrap()).unwrap();
@@ -235,7 +245,10 @@ mod tests {
             .for_each(|_| true)
             .unwrap_err()
             .to_string();
-        assert!(err.contains("latin1.txt") && err.contains("UTF-8 at byte 3"), "{err}");
+        assert!(
+            err.contains("latin1.txt") && err.contains("UTF-8 at byte 3"),
+            "{err}"
+        );
         let err = Corpus::open("/no/such/corpus").unwrap_err().to_string();
         assert!(err.contains("not found"), "{err}");
     }

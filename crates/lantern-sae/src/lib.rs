@@ -9,11 +9,13 @@
 //! * [`metrics`]: FVU, L0, dead and dense fractions, and the LM's loss with the reconstruction
 //!   spliced in.
 
+pub mod cache;
 pub mod corpus;
 pub mod error;
 pub mod linalg;
 pub mod median;
 pub mod metrics;
+pub mod run;
 pub mod sae;
 pub mod source;
 pub mod topk;

@@ -9,7 +9,9 @@ pub fn geometric_median(points: &[f32], d: usize, iters: usize) -> Vec<f32> {
         return vec![0.0; d];
     }
     for p in points.chunks_exact(d) {
-        y.iter_mut().zip(p).for_each(|(a, &b)| *a += b as f64 / n as f64);
+        y.iter_mut()
+            .zip(p)
+            .for_each(|(a, &b)| *a += b as f64 / n as f64);
     }
     for _ in 0..iters {
         let mut num = vec![0f64; d];

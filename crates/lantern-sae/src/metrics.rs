@@ -93,7 +93,11 @@ impl Recon {
             let bin = if f == 0.0 {
                 0
             } else {
-                1 + edges.iter().filter(|&&e| f.log10() >= e).count().saturating_sub(1)
+                1 + edges
+                    .iter()
+                    .filter(|&&e| f.log10() >= e)
+                    .count()
+                    .saturating_sub(1)
             };
             hist[bin.min(edges.len())] += 1;
         }
@@ -124,9 +128,16 @@ pub struct Splice {
 }
 
 /// Splices the SAE into the LM over `windows` and measures the losses.
-pub fn splice(lm: &Lm, sae: &Sae, point: HookPoint, windows: &[Vec<u32>], per_pass: usize) -> Result<Splice> {
+pub fn splice(
+    lm: &Lm,
+    sae: &Sae,
+    point: HookPoint,
+    windows: &[Vec<u32>],
+    per_pass: usize,
+) -> Result<Splice> {
     let mut s = Splice::default();
-    let (mut clean_sum, mut sae_sum, mut zero_sum, mut kl_sum, mut klz_sum) = (0.0, 0.0, 0.0, 0.0, 0.0);
+    let (mut clean_sum, mut sae_sum, mut zero_sum, mut kl_sum, mut klz_sum) =
+        (0.0, 0.0, 0.0, 0.0, 0.0);
     for batch in windows.chunks(per_pass.max(1)) {
         let t = batch[0].len();
         let flat: Vec<u32> = batch.iter().flatten().copied().collect();
@@ -154,7 +165,7 @@ pub fn splice(lm: &Lm, sae: &Sae, point: HookPoint, windows: &[Vec<u32>], per_pa
                 .model
                 .forward(&ids, None, &mut hooks, LogitsFor::All)?
                 .ok_or_else(|| SaeError::Config("forward pass returned no logits".into()))?;
-            Ok(log_probs(&logits)?)
+            log_probs(&logits)
         };
         let clean = run(None)?;
         let with_sae = run(Some(false))?;
@@ -208,7 +219,7 @@ fn replace_rows(
             r.copy_from_slice(rows.next().expect("one output row per kept row"));
         }
     }
-    Ok(Tensor::from_vec(data, dims, &Device::Cpu)?)
+    Tensor::from_vec(data, dims, &Device::Cpu)
 }
 
 /// Log-probabilities per position from logits `[b, t, vocab]`, rows flattened.
@@ -219,7 +230,12 @@ fn log_probs(logits: &Tensor) -> Result<Vec<Vec<f32>>> {
         .chunks_exact(vocab)
         .map(|row| {
             let max = row.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
-            let lse = row.iter().map(|&v| ((v - max) as f64).exp()).sum::<f64>().ln() as f32 + max;
+            let lse = row
+                .iter()
+                .map(|&v| ((v - max) as f64).exp())
+                .sum::<f64>()
+                .ln() as f32
+                + max;
             row.iter().map(|&v| v - lse).collect()
         })
         .collect())

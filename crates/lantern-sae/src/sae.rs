@@ -16,7 +16,7 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Result, SaeError};
-use crate::linalg::{matmul, matmul_into, Mat};
+use crate::linalg::{matmul_into, Mat};
 use crate::topk::{batch_top_k, top_k, Codes};
 
 /// How latents are selected.
@@ -101,7 +101,9 @@ impl SaeConfig {
     /// Checks the numbers make sense.
     pub fn validate(&self) -> Result<()> {
         if self.d_in == 0 || self.num_latents == 0 {
-            return Err(SaeError::Config("d_in and num_latents must be positive".into()));
+            return Err(SaeError::Config(
+                "d_in and num_latents must be positive".into(),
+            ));
         }
         if self.activation != Activation::Relu && (self.k == 0 || self.k > self.num_latents) {
             return Err(SaeError::Config(format!(
@@ -171,8 +173,9 @@ impl Sae {
             .par_chunks_mut(d)
             .for_each(|r| r.iter_mut().zip(&self.b_dec).for_each(|(a, b)| *a -= b));
         let mut pre = vec![0f32; rows * n];
-        pre.par_chunks_mut(n).for_each(|r| r.copy_from_slice(&self.b_enc));
-        matmul_into(
+        pre.par_chunks_mut(n)
+            .for_each(|r| r.copy_from_slice(&self.b_enc));
+        crate::linalg::matmul_rows_par(
             Mat::new(&centered, rows, d),
             Mat::new(&self.w_enc, n, d).t(),
             &mut pre,
@@ -213,8 +216,14 @@ impl Sae {
         let (n, d) = (self.cfg.num_latents, self.cfg.d_in);
         let rows = acts.len() / n;
         let mut out = vec![0f32; rows * d];
-        out.par_chunks_mut(d).for_each(|o| o.copy_from_slice(&self.b_dec));
-        matmul_into(Mat::new(acts, rows, n), Mat::new(&self.w_dec, n, d), &mut out, 1.0);
+        out.par_chunks_mut(d)
+            .for_each(|o| o.copy_from_slice(&self.b_dec));
+        matmul_into(
+            Mat::new(acts, rows, n),
+            Mat::new(&self.w_dec, n, d),
+            &mut out,
+            1.0,
+        );
         out
     }
 
@@ -359,7 +368,11 @@ fn config_from_json(raw: &serde_json::Value, path: &Path) -> Result<SaeConfig> {
             ef * d_in
         }
     };
-    let activation = match raw.get("activation").and_then(|v| v.as_str()).unwrap_or("topk") {
+    let activation = match raw
+        .get("activation")
+        .and_then(|v| v.as_str())
+        .unwrap_or("topk")
+    {
         "topk" => Activation::TopK,
         "batchtopk" => Activation::BatchTopK,
         "relu" => Activation::Relu,
@@ -367,9 +380,16 @@ fn config_from_json(raw: &serde_json::Value, path: &Path) -> Result<SaeConfig> {
     };
     let flag = |k: &str| raw.get(k).and_then(|v| v.as_bool()).unwrap_or(false);
     if flag("skip_connection") || flag("transcode") {
-        return Err(bad("skip connections and transcoders are not supported".into()));
+        return Err(bad(
+            "skip connections and transcoders are not supported".into()
+        ));
     }
-    let text = |k: &str| raw.get(k).and_then(|v| v.as_str()).unwrap_or("").to_string();
+    let text = |k: &str| {
+        raw.get(k)
+            .and_then(|v| v.as_str())
+            .unwrap_or("")
+            .to_string()
+    };
     let cfg = SaeConfig {
         d_in,
         num_latents,
@@ -413,8 +433,11 @@ pub fn write_safetensors(path: &Path, tensors: &[(&str, Vec<usize>, &Vec<f32>)])
     write_atomic(path, &data)
 }
 
+/// Tensors by name: shape and f32 data.
+pub type NamedTensors = HashMap<String, (Vec<usize>, Vec<f32>)>;
+
 /// Reads every tensor of a safetensors file as f32 (F32, F16 or BF16 stored).
-pub fn read_safetensors(path: &Path) -> Result<HashMap<String, (Vec<usize>, Vec<f32>)>> {
+pub fn read_safetensors(path: &Path) -> Result<NamedTensors> {
     let bytes = std::fs::read(path).map_err(|e| SaeError::io(path, e))?;
     let st = safetensors::SafeTensors::deserialize(&bytes)
         .map_err(|e| SaeError::bad_file(path, format!("not a safetensors file: {e}")))?;
@@ -456,11 +479,6 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     ));
     std::fs::write(&tmp, bytes).map_err(|e| SaeError::io(&tmp, e))?;
     std::fs::rename(&tmp, path).map_err(|e| SaeError::io(path, e))
-}
-
-/// `x̂` from dense ReLU codes without the bias: `acts W_dec` (used by the trainer's L1 path).
-pub fn dense_product(acts: &[f32], w: &[f32], rows: usize, n: usize, d: usize) -> Vec<f32> {
-    matmul(Mat::new(acts, rows, n), Mat::new(w, n, d))
 }
 
 #[cfg(test)]

@@ -118,8 +118,21 @@ pub fn keep_position(lm: &Lm, window: &[u32], pos: usize, include_special: bool)
     pos > 0 && Some(id) != lm.tokenizer.bos_id() && Some(id) != lm.tokenizer.eos_id()
 }
 
+/// Checks every point exists in the model.
+pub fn check_points(lm: &Lm, points: &[HookPoint]) -> Result<()> {
+    let all = HookPoint::all(lm.model.cfg.n_layers);
+    match points.iter().find(|p| !all.contains(p)) {
+        Some(bad) => Err(SaeError::Config(format!(
+            "hook point {bad} does not exist in this {}-layer model (see `lantern lm info`)",
+            lm.model.cfg.n_layers
+        ))),
+        None => Ok(()),
+    }
+}
+
 /// Runs `windows` through the LM and returns, per hook point, the activations `[b, t, d]`.
 pub fn run_windows(lm: &Lm, windows: &[Vec<u32>], points: &[HookPoint]) -> Result<Vec<Tensor>> {
+    check_points(lm, points)?;
     let t = windows[0].len();
     let flat: Vec<u32> = windows.iter().flatten().copied().collect();
     let ids = Tensor::from_vec(flat, (windows.len(), t), lm.model.device())?;
@@ -162,13 +175,7 @@ impl<'a> ActivationSource<'a> {
         windows: Vec<Vec<u32>>,
         cfg: SourceConfig,
     ) -> Result<ActivationSource<'a>> {
-        let all = HookPoint::all(lm.model.cfg.n_layers);
-        if let Some(bad) = points.iter().find(|p| !all.contains(p)) {
-            return Err(SaeError::Config(format!(
-                "hook point {bad} does not exist in this {}-layer model (see `lantern lm info`)",
-                lm.model.cfg.n_layers
-            )));
-        }
+        check_points(lm, &points)?;
         let rng = rand::rngs::StdRng::seed_from_u64(cfg.seed);
         Ok(ActivationSource {
             buffers: vec![Vec::new(); points.len()],

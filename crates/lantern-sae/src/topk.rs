@@ -128,7 +128,9 @@ mod tests {
     #[test]
     fn top_k_matches_a_full_sort() {
         let n = 300;
-        let pre: Vec<f32> = (0..4 * n).map(|i| ((i * 7919) % 1009) as f32 - 500.0).collect();
+        let pre: Vec<f32> = (0..4 * n)
+            .map(|i| ((i * 7919) % 1009) as f32 - 500.0)
+            .collect();
         let codes = top_k(&pre, n, 16, None);
         for r in 0..4 {
             let mut sorted: Vec<(usize, f32)> = pre[r * n..(r + 1) * n]

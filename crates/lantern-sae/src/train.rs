@@ -232,17 +232,16 @@ impl Trainer {
             ..StepStats::default()
         };
         // Output gradients, one per decoded set: d loss / d output.
-        let err: Vec<f32> = recon.iter().zip(x).map(|(r, x)| r - x).collect();
-        stats.fvu = err.iter().map(|e| e * e).sum::<f32>() / tv;
-        let mut outs = vec![err.iter().map(|e| 2.0 * e / tv).collect::<Vec<f32>>()];
+        let err = diff(&recon, x);
+        stats.fvu = sum_sq(&err) / tv;
+        let mut outs = vec![scaled(&err, 2.0 / tv)];
         let mut sets = vec![(&enc.codes, 0u8)];
         let multi;
         if sae.cfg.multi_topk {
             multi = top_k(&enc.pre, n, (4 * sae.cfg.k).min(n), None);
-            let r4 = sae.decode(&multi, true);
-            let e4: Vec<f32> = r4.iter().zip(x).map(|(r, x)| r - x).collect();
-            stats.multi_topk_fvu = e4.iter().map(|e| e * e).sum::<f32>() / tv;
-            outs.push(e4.iter().map(|e| 2.0 * e / tv / 8.0).collect());
+            let e4 = diff(&sae.decode(&multi, true), x);
+            stats.multi_topk_fvu = sum_sq(&e4) / tv;
+            outs.push(scaled(&e4, 2.0 / tv / 8.0));
             sets.push((&multi, 1));
         }
         let aux;
@@ -253,12 +252,12 @@ impl Trainer {
             let scale = (num_dead as f32 / k_aux as f32).min(1.0);
             aux = top_k(&enc.pre, n, k_aux.min(num_dead), Some(&dead));
             // The residual the dead latents should explain, detached: x - x̂.
-            let e_hat = sae.decode(&aux, false);
-            let diff: Vec<f32> = e_hat.iter().zip(&err).map(|(a, e)| a + e).collect();
+            let neg_err = scaled(&err, -1.0);
+            let gap = diff(&sae.decode(&aux, false), &neg_err);
             let c = self.cfg.auxk_alpha * scale;
-            stats.auxk_loss = diff.iter().map(|v| v * v).sum::<f32>() / tv;
+            stats.auxk_loss = sum_sq(&gap) / tv;
             stats.loss += c * stats.auxk_loss;
-            outs.push(diff.iter().map(|v| 2.0 * c * v / tv).collect());
+            outs.push(scaled(&gap, 2.0 * c / tv));
             sets.push((&aux, 2));
         }
         stats.loss += stats.fvu + stats.multi_topk_fvu / 8.0;
@@ -294,15 +293,22 @@ impl Trainer {
         let mut g_b_dec = vec![0f32; d];
         for (set, out) in outs.iter().enumerate() {
             if with_bias[set] {
-                for r in out.chunks_exact(d) {
-                    g_b_dec.iter_mut().zip(r).for_each(|(a, b)| *a += b);
-                }
+                let part = column_sums(out, d);
+                g_b_dec.iter_mut().zip(&part).for_each(|(a, b)| *a += b);
             }
         }
-        for e in entries.iter() {
-            let j = e.latent as usize;
-            axpy(-e.grad, &w_enc[j * d..(j + 1) * d], &mut g_b_dec);
-        }
+        let enc_part = entries
+            .par_chunks(4096)
+            .map(|es| {
+                let mut acc = vec![0f32; d];
+                for e in es {
+                    let j = e.latent as usize;
+                    axpy(e.grad, &w_enc[j * d..(j + 1) * d], &mut acc);
+                }
+                acc
+            })
+            .reduce(|| vec![0f32; d], add_vecs);
+        g_b_dec.iter_mut().zip(&enc_part).for_each(|(a, b)| *a -= b);
         g.b_dec = g_b_dec;
         // Per latent: gather its entries and update its two rows.
         let order = bucket_by_latent(entries, n);
@@ -344,8 +350,18 @@ impl Trainer {
             .zip(&enc.pre)
             .for_each(|(g, &p)| *g = if p > 0.0 { *g + lambda * l1_scale } else { 0.0 });
         let g = &mut self.grads;
-        matmul_into(Mat::new(&acts, rows, n).t(), Mat::new(&g_out, rows, d), &mut g.w_dec, 0.0);
-        matmul_into(Mat::new(&g_pre, rows, n).t(), Mat::new(&enc.centered, rows, d), &mut g.w_enc, 0.0);
+        matmul_into(
+            Mat::new(&acts, rows, n).t(),
+            Mat::new(&g_out, rows, d),
+            &mut g.w_dec,
+            0.0,
+        );
+        matmul_into(
+            Mat::new(&g_pre, rows, n).t(),
+            Mat::new(&enc.centered, rows, d),
+            &mut g.w_enc,
+            0.0,
+        );
         g.b_enc.iter_mut().for_each(|v| *v = 0.0);
         for r in g_pre.chunks_exact(n) {
             g.b_enc.iter_mut().zip(r).for_each(|(a, b)| *a += b);
@@ -463,13 +479,21 @@ impl Trainer {
         let mut take = |name: &str, want: usize| -> Result<Vec<f32>> {
             match t.remove(name) {
                 Some((_, v)) if v.len() == want => Ok(v),
-                _ => Err(SaeError::bad_file(&opt, format!("missing or mis-sized {name}"))),
+                _ => Err(SaeError::bad_file(
+                    &opt,
+                    format!("missing or mis-sized {name}"),
+                )),
             }
         };
         let (n, d) = (tr.sae.cfg.num_latents, tr.sae.cfg.d_in);
-        for (i, (name, len)) in [("w_enc", n * d), ("b_enc", n), ("w_dec", n * d), ("b_dec", d)]
-            .into_iter()
-            .enumerate()
+        for (i, (name, len)) in [
+            ("w_enc", n * d),
+            ("b_enc", n),
+            ("w_dec", n * d),
+            ("b_dec", d),
+        ]
+        .into_iter()
+        .enumerate()
         {
             tr.adam[i].m = take(&format!("m.{name}"), len)?;
             tr.adam[i].v = take(&format!("v.{name}"), len)?;
@@ -477,6 +501,27 @@ impl Trainer {
         tr.since_fired = take("since_fired", n)?.iter().map(|&s| s as u64).collect();
         Ok(tr)
     }
+}
+
+/// `a - b`, elementwise, in parallel.
+fn diff(a: &[f32], b: &[f32]) -> Vec<f32> {
+    let mut out = a.to_vec();
+    out.par_chunks_mut(4096)
+        .zip(b.par_chunks(4096))
+        .for_each(|(o, b)| o.iter_mut().zip(b).for_each(|(o, b)| *o -= b));
+    out
+}
+
+/// `c a`, elementwise, in parallel.
+fn scaled(a: &[f32], c: f32) -> Vec<f32> {
+    a.par_iter().map(|v| c * v).collect()
+}
+
+/// Σ a², in parallel (f64 partial sums).
+fn sum_sq(a: &[f32]) -> f32 {
+    a.par_chunks(4096)
+        .map(|c| c.iter().map(|&v| (v as f64) * (v as f64)).sum::<f64>())
+        .sum::<f64>() as f32
 }
 
 /// Σ‖x − mean(x)‖² over the rows of `x` `[rows, d]`.
@@ -498,6 +543,24 @@ pub fn total_variance(x: &[f32], d: usize) -> f32 {
                 .sum::<f64>()
         })
         .sum::<f64>() as f32
+}
+
+/// Column sums of a `[rows, d]` matrix, in parallel.
+fn column_sums(m: &[f32], d: usize) -> Vec<f32> {
+    m.par_chunks(64 * d)
+        .map(|block| {
+            let mut acc = vec![0f32; d];
+            for r in block.chunks_exact(d) {
+                acc.iter_mut().zip(r).for_each(|(a, b)| *a += b);
+            }
+            acc
+        })
+        .reduce(|| vec![0f32; d], add_vecs)
+}
+
+fn add_vecs(mut a: Vec<f32>, b: Vec<f32>) -> Vec<f32> {
+    a.iter_mut().zip(&b).for_each(|(x, y)| *x += y);
+    a
 }
 
 /// Every selected latent of every set, as backward-pass entries.
@@ -579,7 +642,9 @@ mod tests {
                 _ => rng.gen_range(0.0..0.3),
             };
         }
-        sae.b_dec.iter_mut().for_each(|b| *b = rng.gen_range(-0.2..0.2));
+        sae.b_dec
+            .iter_mut()
+            .for_each(|b| *b = rng.gen_range(-0.2..0.2));
         if !sae.cfg.tied {
             let shrink = if aux { 0.1 } else { 1.0 };
             sae.w_enc
@@ -611,7 +676,10 @@ mod tests {
                 t.sae.w_enc = t.sae.w_dec.clone();
             }
             let s = t.compute_grads(&x);
-            (s.loss as f64, s.loss as f64 - (s.loss - s.fvu - s.multi_topk_fvu / 8.0) as f64 * f64::from(aux))
+            (
+                s.loss as f64,
+                s.loss as f64 - (s.loss - s.fvu - s.multi_topk_fvu / 8.0) as f64 * f64::from(aux),
+            )
         };
         let eps = 1e-3f32;
         let pick = |latent: usize, l: (f64, f64)| if aux && latent % 2 == 1 { l.1 } else { l.0 };
@@ -629,16 +697,13 @@ mod tests {
                 let ne = diff(j, &|s| s.w_enc[i] += eps, &|s| s.w_enc[i] -= eps);
                 let a = tr.grads.w_enc[i] as f64;
                 worst = worst.max((ne - a).abs() / (1.0 + a.abs()));
-
             }
             worst = worst.max((num - ana).abs() / (1.0 + ana.abs()));
-
         }
         for j in 0..tr.sae.b_enc.len() {
             let num = diff(j, &|s| s.b_enc[j] += eps, &|s| s.b_enc[j] -= eps);
             let a = tr.grads.b_enc[j] as f64;
             worst = worst.max((num - a).abs() / (1.0 + a.abs()));
-
         }
         if !aux {
             for i in 0..d {
@@ -714,7 +779,10 @@ mod tests {
     #[test]
     fn state_round_trips_through_disk() {
         let dir = tempfile::tempdir().unwrap();
-        let mut tr = Trainer::new(Sae::init(SaeConfig::topk(8, 16, 2), 1).unwrap(), TrainConfig::default());
+        let mut tr = Trainer::new(
+            Sae::init(SaeConfig::topk(8, 16, 2), 1).unwrap(),
+            TrainConfig::default(),
+        );
         let x = data(32, 8, 3);
         tr.train_step(&x);
         tr.save(dir.path()).unwrap();

@@ -3,6 +3,7 @@
 mod assets_cmd;
 mod lm_cmd;
 mod output;
+mod sae_cmd;
 
 use clap::{Parser, Subcommand};
 
@@ -25,6 +26,9 @@ enum Cmd {
     /// Run a language model: info, tokenize, logits, perplexity, generate, bench.
     #[command(subcommand)]
     Lm(lm_cmd::LmCmd),
+    /// Sparse autoencoders: train, eval, bench.
+    #[command(subcommand)]
+    Sae(sae_cmd::SaeCmd),
 }
 
 fn main() {
@@ -32,6 +36,7 @@ fn main() {
     let result = match cli.cmd {
         Cmd::Assets(c) => assets_cmd::run(c, cli.json),
         Cmd::Lm(c) => lm_cmd::run(c, cli.json),
+        Cmd::Sae(c) => sae_cmd::run(c, cli.json),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");

@@ -1,0 +1,471 @@
+//! A training run: many hook points from one LM pass, a sweep of SAEs per point trained on the
+//! same batches, periodic checkpoints, resume, and held-out evaluation at the end.
+//!
+//! Layout of `out`: one folder per SAE in sparsify's layout — `out/<hookpoint>/` for a single
+//! SAE per point, `out/<variant>/<hookpoint>/` for a sweep (variants named `k32`, `l1-0.003`) —
+//! each with the optimiser state beside the weights, and `out/run.json` (written last at each
+//! checkpoint) saying how far the run got.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use indicatif::{ProgressBar, ProgressStyle};
+use lantern_lm::runtime::Lm;
+use lantern_lm::HookPoint;
+use serde::Serialize;
+
+use crate::cache::CacheSource;
+use crate::corpus::Corpus;
+use crate::error::{Result, SaeError};
+use crate::median::geometric_median;
+use crate::metrics::{splice, Recon, ReconMetrics, Splice};
+use crate::sae::{write_atomic, Activation, Sae, SaeConfig};
+use crate::source::{run_windows, windows, ActivationSource, SourceConfig};
+use crate::train::{StepStats, TrainConfig, Trainer};
+
+/// Everything a run needs.
+#[derive(Debug, Clone)]
+pub struct RunConfig {
+    pub model: String,
+    pub corpus: String,
+    pub hookpoints: Vec<HookPoint>,
+    pub out: PathBuf,
+    /// Template for every SAE (its `d_in` and `num_latents` are filled from the model when 0;
+    /// `num_latents = expansion * d_in`).
+    pub sae: SaeConfig,
+    pub expansion: usize,
+    /// Sweep values: several k (TopK kinds) or several L1 coefficients (ReLU); empty = the
+    /// template's value only.
+    pub sweep_k: Vec<usize>,
+    pub sweep_l1: Vec<f32>,
+    pub train: TrainConfig,
+    pub source: SourceConfig,
+    /// Activation vectors to train on.
+    pub tokens: u64,
+    pub batch: usize,
+    /// Held-out tokens for reconstruction metrics, and windows for the spliced-in CE.
+    pub eval_tokens: usize,
+    pub splice_windows: usize,
+    pub checkpoint_every: u64,
+    pub resume: bool,
+    pub seed: u64,
+    pub saelens: bool,
+    /// Train from an activation cache (see [`crate::cache`]) instead of running the LM.
+    pub activations: Option<PathBuf>,
+}
+
+/// Where training batches come from.
+enum Feed<'a> {
+    Lm(ActivationSource<'a>),
+    Cache(CacheSource),
+}
+
+impl Feed<'_> {
+    fn next_batch(&mut self, rows: usize) -> Result<Option<Vec<Vec<f32>>>> {
+        match self {
+            Feed::Lm(s) => s.next_batch(rows),
+            Feed::Cache(c) => c.next_batch(rows),
+        }
+    }
+
+    /// Windows (LM) or shards (cache) consumed.
+    fn done(&self) -> usize {
+        match self {
+            Feed::Lm(s) => s.windows_done(),
+            Feed::Cache(c) => c.shards_done(),
+        }
+    }
+
+    fn skip(&mut self, n: usize) {
+        match self {
+            Feed::Lm(s) => s.skip_windows(n),
+            Feed::Cache(c) => c.skip_shards(n),
+        }
+    }
+
+    fn positions_run(&self) -> u64 {
+        match self {
+            Feed::Lm(s) => s.positions_run,
+            Feed::Cache(_) => 0,
+        }
+    }
+}
+
+/// One trained SAE and its held-out metrics.
+#[derive(Debug, Clone, Serialize)]
+pub struct SaeResult {
+    pub hookpoint: String,
+    pub variant: String,
+    pub path: PathBuf,
+    pub tokens: u64,
+    pub steps: u64,
+    pub fvu: f64,
+    pub l0: f64,
+    pub dead_frac: f64,
+    pub dense_frac: f64,
+    pub eval: ReconMetrics,
+    pub splice: Option<Splice>,
+    pub last_step: StepStats,
+}
+
+/// A run's result.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunResult {
+    pub out: PathBuf,
+    pub saes: Vec<SaeResult>,
+    pub lm_positions: u64,
+    pub seconds: f64,
+    pub train_tok_s: f64,
+}
+
+struct Slot {
+    point: usize,
+    variant: String,
+    dir: PathBuf,
+    trainer: Trainer,
+    last: StepStats,
+}
+
+/// Trains (or resumes) every SAE of `cfg` on `lm` and evaluates them.
+pub fn train(lm: &Lm, cfg: &RunConfig) -> Result<RunResult> {
+    let start = Instant::now();
+    let state_path = cfg.out.join("run.json");
+    let resumed = read_state(&state_path)?;
+    if resumed.is_some() && !cfg.resume {
+        return Err(SaeError::Config(format!(
+            "{} already holds a run: pass --resume to continue it, or choose another --out",
+            cfg.out.display()
+        )));
+    }
+    std::fs::create_dir_all(&cfg.out).map_err(|e| SaeError::io(&cfg.out, e))?;
+    crate::source::check_points(lm, &cfg.hookpoints)?;
+    let (mut source, widths, eval) = match &cfg.activations {
+        Some(dir) => open_cache(lm, cfg, dir)?,
+        None => open_lm(lm, cfg)?,
+    };
+    let mut slots = make_slots(cfg, &widths, resumed.is_some())?;
+    let (mut tokens, mut steps) = (0u64, 0u64);
+    if let Some(st) = &resumed {
+        source.skip(st.windows_done);
+        tokens = st.tokens;
+        steps = st.steps;
+        eprintln!(
+            "resuming {} at {} tokens, {} steps, window {}",
+            cfg.out.display(),
+            tokens,
+            steps,
+            st.windows_done
+        );
+    }
+    let bar = progress_bar(cfg.tokens, tokens);
+    let train_start = Instant::now();
+    let tokens_at_start = tokens;
+    while tokens < cfg.tokens {
+        let Some(batch) = source.next_batch(cfg.batch)? else {
+            break;
+        };
+        if steps == 0 && resumed.is_none() {
+            init_b_dec(&mut slots, &batch, &widths);
+        }
+        let rows = batch[0].len() / widths[0].max(1);
+        for slot in &mut slots {
+            slot.last = slot.trainer.train_step(&batch[slot.point]);
+        }
+        tokens += rows as u64;
+        steps += 1;
+        bar.set_position(tokens.min(cfg.tokens));
+        if let Some(s) = slots.first() {
+            let msg = format!(
+                "fvu {:.3} l0 {:.1} dead {:.3}",
+                s.last.fvu, s.last.l0, s.last.dead_frac
+            );
+            if bar.is_hidden() && steps % 10 == 0 {
+                // No terminal (a log file, CI): a plain line now and then instead of the bar.
+                eprintln!(
+                    "step {steps}: {tokens}/{} tokens, {:.0} tokens/s, {msg}",
+                    cfg.tokens,
+                    (tokens - tokens_at_start) as f64
+                        / train_start.elapsed().as_secs_f64().max(1e-9)
+                );
+            }
+            bar.set_message(msg);
+        }
+        if cfg.checkpoint_every > 0 && steps % cfg.checkpoint_every == 0 {
+            checkpoint(cfg, &slots, &source, tokens, steps, false)?;
+        }
+    }
+    bar.finish_and_clear();
+    let train_secs = train_start.elapsed().as_secs_f64();
+    checkpoint(cfg, &slots, &source, tokens, steps, true)?;
+    let mut saes = Vec::new();
+    for slot in &slots {
+        let point = cfg.hookpoints[slot.point];
+        let (recon, spl) = evaluate(
+            lm,
+            &slot.trainer.sae,
+            point,
+            &eval,
+            cfg.splice_windows,
+            cfg.source.windows_per_pass,
+        )?;
+        if cfg.saelens {
+            slot.trainer.sae.export_saelens(&slot.dir.join("saelens"))?;
+        }
+        saes.push(SaeResult {
+            hookpoint: point.to_string(),
+            variant: slot.variant.clone(),
+            path: slot.dir.clone(),
+            tokens,
+            steps,
+            fvu: recon.fvu,
+            l0: recon.l0,
+            dead_frac: recon.dead_frac,
+            dense_frac: recon.dense_frac,
+            eval: recon,
+            splice: spl,
+            last_step: slot.last,
+        });
+    }
+    let trained = (tokens - tokens_at_start) as f64;
+    Ok(RunResult {
+        out: cfg.out.clone(),
+        saes,
+        lm_positions: source.positions_run(),
+        seconds: start.elapsed().as_secs_f64(),
+        train_tok_s: trained / train_secs.max(1e-9),
+    })
+}
+
+type Opened<'a> = (Feed<'a>, Vec<usize>, Vec<Vec<u32>>);
+
+/// Training windows streamed through the LM, and held-out windows after them.
+fn open_lm<'a>(lm: &'a Lm, cfg: &RunConfig) -> Result<Opened<'a>> {
+    let corpus = Corpus::open(&cfg.corpus)?;
+    let per_window = (cfg.source.ctx_len - 1).max(1);
+    let train_w = (cfg.tokens as usize).div_ceil(per_window) * 102 / 100 + 1;
+    let eval_w = eval_windows(cfg);
+    let mut all = windows(lm, &corpus, cfg.source.ctx_len, 0, Some(train_w + eval_w))?.windows;
+    let eval_n = eval_w.min((all.len() / 10).max(1));
+    let eval = all.split_off(all.len() - eval_n);
+    if all.is_empty() {
+        return Err(SaeError::Corpus {
+            spec: cfg.corpus.clone(),
+            what: "too short to hold out evaluation windows".into(),
+        });
+    }
+    let widths = point_widths(lm, &cfg.hookpoints, &all[0])?;
+    let src = ActivationSource::new(lm, cfg.hookpoints.clone(), all, cfg.source.clone())?;
+    Ok((Feed::Lm(src), widths, eval))
+}
+
+/// Batches from a cache; held-out windows from the cache's corpus past what it used.
+fn open_cache<'a>(lm: &'a Lm, cfg: &RunConfig, dir: &Path) -> Result<Opened<'a>> {
+    let src = CacheSource::open(dir, &cfg.hookpoints, cfg.source.buffer_rows, cfg.seed)?;
+    let info = src.info.clone();
+    let corpus = Corpus::open(&info.corpus)?;
+    let eval = windows(
+        lm,
+        &corpus,
+        info.ctx_len,
+        info.windows,
+        Some(eval_windows(cfg)),
+    )?
+    .windows;
+    let widths = src.widths();
+    let probe = point_widths(lm, &cfg.hookpoints, &eval[0])?;
+    if probe != widths {
+        return Err(SaeError::Config(format!(
+            "the cache in {} has widths {widths:?} but this model's hook points have {probe:?}",
+            dir.display()
+        )));
+    }
+    Ok((Feed::Cache(src), widths, eval))
+}
+
+fn eval_windows(cfg: &RunConfig) -> usize {
+    let per_window = (cfg.source.ctx_len - 1).max(1);
+    cfg.eval_tokens
+        .div_ceil(per_window)
+        .max(cfg.splice_windows)
+        .max(1)
+}
+
+/// Held-out metrics of one SAE: reconstruction over `eval` windows and the LM's loss with it
+/// spliced in over the first `splice_windows` of them.
+pub fn evaluate(
+    lm: &Lm,
+    sae: &Sae,
+    point: HookPoint,
+    eval: &[Vec<u32>],
+    splice_windows: usize,
+    per_pass: usize,
+) -> Result<(ReconMetrics, Option<Splice>)> {
+    let width = point_widths(lm, &[point], &eval[0])?[0];
+    if width != sae.cfg.d_in {
+        return Err(SaeError::Config(format!(
+            "the SAE reads {} dimensions but {point} of this model has {width}: it was trained on another model or hook point",
+            sae.cfg.d_in
+        )));
+    }
+    let mut recon = Recon::new(sae);
+    let cfg = SourceConfig {
+        ctx_len: eval[0].len(),
+        windows_per_pass: per_pass,
+        buffer_rows: 0,
+        ..SourceConfig::default()
+    };
+    let mut src = ActivationSource::new(lm, vec![point], eval.to_vec(), cfg)?;
+    while let Some(b) = src.next_batch(4096)? {
+        recon.add(sae, &b[0]);
+    }
+    let spl = if splice_windows > 0 {
+        let n = splice_windows.min(eval.len());
+        Some(splice(lm, sae, point, &eval[..n], per_pass)?)
+    } else {
+        None
+    };
+    Ok((recon.finish(), spl))
+}
+
+/// The activation width at each point (from one short pass).
+fn point_widths(lm: &Lm, points: &[HookPoint], window: &[u32]) -> Result<Vec<usize>> {
+    let probe = vec![window[..window.len().min(4)].to_vec()];
+    let acts = run_windows(lm, &probe, points)?;
+    Ok(acts.iter().map(|a| a.dim(2).unwrap_or(0)).collect())
+}
+
+fn variants(cfg: &RunConfig) -> Vec<(String, SaeConfig)> {
+    let base = cfg.sae.clone();
+    if base.activation == Activation::Relu && !cfg.sweep_l1.is_empty() {
+        return cfg
+            .sweep_l1
+            .iter()
+            .map(|&l| {
+                (
+                    format!("l1-{l}"),
+                    SaeConfig {
+                        l1_coef: l,
+                        ..base.clone()
+                    },
+                )
+            })
+            .collect();
+    }
+    if base.activation != Activation::Relu && !cfg.sweep_k.is_empty() {
+        return cfg
+            .sweep_k
+            .iter()
+            .map(|&k| (format!("k{k}"), SaeConfig { k, ..base.clone() }))
+            .collect();
+    }
+    vec![(String::new(), base)]
+}
+
+fn make_slots(cfg: &RunConfig, widths: &[usize], resume: bool) -> Result<Vec<Slot>> {
+    let vars = variants(cfg);
+    let mut slots = Vec::new();
+    for (p, (&point, &width)) in cfg.hookpoints.iter().zip(widths).enumerate() {
+        for (i, (name, template)) in vars.iter().enumerate() {
+            let mut dir = cfg.out.clone();
+            if !name.is_empty() {
+                dir.push(name);
+            }
+            dir.push(point.to_string());
+            let trainer = if resume {
+                Trainer::load(&dir)?
+            } else {
+                let sae_cfg = SaeConfig {
+                    d_in: width,
+                    num_latents: if template.num_latents > 0 {
+                        template.num_latents
+                    } else {
+                        cfg.expansion * width
+                    },
+                    expansion_factor: cfg.expansion,
+                    hookpoint: point.to_string(),
+                    model: cfg.model.clone(),
+                    ..template.clone()
+                };
+                let seed = cfg.seed.wrapping_add((p * 1000 + i) as u64);
+                Trainer::new(Sae::init(sae_cfg, seed)?, cfg.train.clone())
+            };
+            slots.push(Slot {
+                point: p,
+                variant: name.clone(),
+                dir,
+                trainer,
+                last: StepStats::default(),
+            });
+        }
+    }
+    Ok(slots)
+}
+
+/// Sets every SAE's `b_dec` to the geometric median of (up to 4096 rows of) the first batch.
+fn init_b_dec(slots: &mut [Slot], batch: &[Vec<f32>], widths: &[usize]) {
+    let medians: Vec<Vec<f32>> = batch
+        .iter()
+        .zip(widths)
+        .map(|(b, &d)| {
+            let rows = (b.len() / d).min(4096);
+            geometric_median(&b[..rows * d], d, 100)
+        })
+        .collect();
+    for s in slots {
+        s.trainer.sae.b_dec = medians[s.point].clone();
+    }
+}
+
+#[derive(Debug, serde::Deserialize, Serialize)]
+struct RunState {
+    windows_done: usize,
+    tokens: u64,
+    steps: u64,
+    finished: bool,
+}
+
+fn read_state(path: &Path) -> Result<Option<RunState>> {
+    match std::fs::read(path) {
+        Ok(b) => serde_json::from_slice(&b)
+            .map(Some)
+            .map_err(|e| SaeError::bad_file(path, format!("not a run state: {e}"))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(SaeError::io(path, e)),
+    }
+}
+
+fn checkpoint(
+    cfg: &RunConfig,
+    slots: &[Slot],
+    source: &Feed<'_>,
+    tokens: u64,
+    steps: u64,
+    finished: bool,
+) -> Result<()> {
+    for s in slots {
+        s.trainer.save(&s.dir)?;
+    }
+    let state = RunState {
+        windows_done: source.done(),
+        tokens,
+        steps,
+        finished,
+    };
+    write_atomic(
+        &cfg.out.join("run.json"),
+        &serde_json::to_vec_pretty(&state).expect("state serialises"),
+    )
+}
+
+fn progress_bar(total: u64, at: u64) -> ProgressBar {
+    let bar = ProgressBar::new(total);
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{elapsed_precise} [{bar:30}] {pos}/{len} tokens ({per_sec}, eta {eta}) {msg}",
+        )
+        .expect("valid template")
+        .progress_chars("=> "),
+    );
+    bar.set_position(at);
+    bar
+}

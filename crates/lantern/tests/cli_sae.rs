@@ -1,0 +1,342 @@
+//! The `lantern sae` command contracts: training on the real SmolLM2 with a small budget, the
+//! sparsify and SAELens files read back independently, resume after a kill, and bad input.
+
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+fn lantern(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_lantern"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn json_of(out: &Output) -> Value {
+    assert!(
+        out.status.success(),
+        "failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("stdout is one JSON object")
+}
+
+fn err_of(out: &Output) -> String {
+    assert!(!out.status.success(), "expected a failure");
+    String::from_utf8_lossy(&out.stderr).to_string()
+}
+
+/// A small but real run: layer 3 of SmolLM2, 1152 latents, k 8.
+fn small_train(out: &Path, extra: &[&str]) -> Output {
+    let o = out.to_str().unwrap();
+    let mut args = vec![
+        "sae",
+        "train",
+        "--json",
+        "--hookpoint",
+        "blocks.3.resid_post",
+        "--latents",
+        "1152",
+        "--k",
+        "8",
+        "--tokens",
+        "12000",
+        "--batch",
+        "1000",
+        "--ctx-len",
+        "64",
+        "--eval-tokens",
+        "2000",
+        "--splice-windows",
+        "2",
+        "--buffer",
+        "4000",
+        "--lr",
+        "2e-3",
+        "--out",
+        o,
+    ];
+    args.extend_from_slice(extra);
+    lantern(&args)
+}
+
+fn tensors(path: &Path) -> Vec<(String, Vec<usize>, safetensors::Dtype)> {
+    let bytes = std::fs::read(path).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let mut v: Vec<_> = st
+        .tensors()
+        .into_iter()
+        .map(|(n, t)| (n, t.shape().to_vec(), t.dtype()))
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn train_reports_metrics_and_writes_sparsify_and_saelens_layouts() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run");
+    let v = json_of(&small_train(&out, &["--saelens"]));
+    let s = &v["saes"][0];
+    assert_eq!(s["hookpoint"], "blocks.3.resid_post");
+    let fvu = s["fvu"].as_f64().unwrap();
+    assert!(fvu > 0.0 && fvu < 0.9, "fvu {fvu}");
+    assert!((s["l0"].as_f64().unwrap() - 8.0).abs() < 1e-9);
+    assert!(s["dead_frac"].as_f64().unwrap() < 0.5);
+    let score = s["ce_loss_score"].as_f64().unwrap();
+    assert!(score > 0.0 && score <= 1.0, "ce_loss_score {score}");
+    assert!(s["ce_with_sae"].as_f64() > s["ce_clean"].as_f64());
+    assert!(s["ce_zero_ablation"].as_f64() > s["ce_with_sae"].as_f64());
+
+    // sparsify's layout, read back with the safetensors crate alone.
+    let sae_dir = out.join("blocks.3.resid_post");
+    let f32 = safetensors::Dtype::F32;
+    assert_eq!(
+        tensors(&sae_dir.join("sae.safetensors")),
+        vec![
+            ("W_dec".to_string(), vec![1152, 576], f32),
+            ("b_dec".to_string(), vec![576], f32),
+            ("encoder.bias".to_string(), vec![1152], f32),
+            ("encoder.weight".to_string(), vec![1152, 576], f32),
+        ]
+    );
+    let cfg: Value =
+        serde_json::from_slice(&std::fs::read(sae_dir.join("cfg.json")).unwrap()).unwrap();
+    for key in [
+        "activation",
+        "expansion_factor",
+        "normalize_decoder",
+        "num_latents",
+        "k",
+        "multi_topk",
+        "skip_connection",
+        "transcode",
+        "d_in",
+    ] {
+        assert!(cfg.get(key).is_some(), "cfg.json lacks {key}");
+    }
+    assert_eq!(
+        (
+            cfg["d_in"].as_u64(),
+            cfg["num_latents"].as_u64(),
+            cfg["k"].as_u64()
+        ),
+        (Some(576), Some(1152), Some(8))
+    );
+    assert_eq!(cfg["activation"], "topk");
+    let lens = sae_dir.join("saelens");
+    assert_eq!(
+        tensors(&lens.join("sae_weights.safetensors")),
+        vec![
+            ("W_dec".to_string(), vec![1152, 576], f32),
+            ("W_enc".to_string(), vec![576, 1152], f32),
+            ("b_dec".to_string(), vec![576], f32),
+            ("b_enc".to_string(), vec![1152], f32),
+        ]
+    );
+    let lcfg: Value =
+        serde_json::from_slice(&std::fs::read(lens.join("cfg.json")).unwrap()).unwrap();
+    assert_eq!(
+        (lcfg["d_in"].as_u64(), lcfg["d_sae"].as_u64()),
+        (Some(576), Some(1152))
+    );
+
+    // `sae eval` on the saved folder agrees on the kind of numbers.
+    let e = json_of(&lantern(&[
+        "sae",
+        "eval",
+        "--json",
+        "--sae",
+        sae_dir.to_str().unwrap(),
+        "--tokens",
+        "2000",
+        "--ctx-len",
+        "64",
+        "--skip-windows",
+        "400",
+        "--splice-windows",
+        "2",
+    ]));
+    assert!(e["fvu"].as_f64().unwrap() < 0.95);
+    assert!((e["l0"].as_f64().unwrap() - 8.0).abs() < 1e-9);
+
+    // The same folder again without --resume is refused.
+    let err = err_of(&small_train(&out, &[]));
+    assert!(err.contains("--resume"), "{err}");
+}
+
+#[test]
+fn a_killed_run_resumes_from_its_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run");
+    let o = out.to_str().unwrap();
+    let args = [
+        "sae",
+        "train",
+        "--json",
+        "--hookpoint",
+        "blocks.1.resid_post",
+        "--latents",
+        "1152",
+        "--k",
+        "8",
+        "--tokens",
+        "40000",
+        "--batch",
+        "500",
+        "--ctx-len",
+        "64",
+        "--eval-tokens",
+        "1000",
+        "--splice-windows",
+        "0",
+        "--buffer",
+        "1000",
+        "--checkpoint-every",
+        "2",
+        "--out",
+        o,
+    ];
+    let mut child = Command::new(env!("CARGO_BIN_EXE_lantern"))
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Kill it once a checkpoint is on disk and before it finishes.
+    let state = out.join("run.json");
+    let start = Instant::now();
+    let mut killed_at = None;
+    while start.elapsed() < Duration::from_secs(300) {
+        if let Ok(b) = std::fs::read(&state) {
+            let v: Value = serde_json::from_slice(&b).unwrap();
+            if v["finished"] == false && v["steps"].as_u64().unwrap() >= 4 {
+                child.kill().unwrap();
+                killed_at = v["steps"].as_u64();
+                break;
+            }
+        }
+        if child.try_wait().unwrap().is_some() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.wait();
+    let killed_at = killed_at.expect("the run reached a checkpoint before finishing");
+    let mut resumed = args.to_vec();
+    resumed.push("--resume");
+    let v = json_of(&lantern(&resumed));
+    let s = &v["saes"][0];
+    assert!(s["tokens"].as_u64().unwrap() >= 40000);
+    // Steps continue from the checkpoint: none were redone from zero.
+    let steps = s["steps"].as_u64().unwrap();
+    assert!(
+        steps >= killed_at && steps <= 40000 / 500 + 2,
+        "steps {steps}"
+    );
+    assert!(s["fvu"].as_f64().unwrap() < 1.0);
+}
+
+#[test]
+fn bad_input_gives_clear_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("r");
+    let o = out.to_str().unwrap();
+    let err = err_of(&lantern(&[
+        "sae",
+        "train",
+        "--hookpoint",
+        "blocks.99.resid_post",
+        "--out",
+        o,
+    ]));
+    assert!(
+        err.contains("blocks.99.resid_post") && err.contains("does not exist"),
+        "{err}"
+    );
+    let err = err_of(&lantern(&[
+        "sae",
+        "train",
+        "--hookpoint",
+        "blocks.2.nowhere",
+        "--out",
+        o,
+    ]));
+    assert!(err.contains("blocks.2.nowhere"), "{err}");
+    let empty = dir.path().join("empty.txt");
+    std::fs::write(&empty, "").unwrap();
+    let err = err_of(&lantern(&[
+        "sae",
+        "train",
+        "--corpus",
+        empty.to_str().unwrap(),
+        "--out",
+        o,
+    ]));
+    assert!(err.contains("empty"), "{err}");
+    let latin1 = dir.path().join("latin1.txt");
+    std::fs::write(&latin1, b"na\xefve caf\xe9").unwrap();
+    let err = err_of(&lantern(&[
+        "sae",
+        "train",
+        "--corpus",
+        latin1.to_str().unwrap(),
+        "--out",
+        o,
+    ]));
+    assert!(err.contains("latin1.txt") && err.contains("UTF-8"), "{err}");
+    // An SAE for another model width.
+    let other = dir.path().join("other");
+    let mut cfg = lantern_sae::SaeConfig::topk(100, 200, 4);
+    cfg.hookpoint = "blocks.3.resid_post".into();
+    lantern_sae::Sae::init(cfg, 0)
+        .unwrap()
+        .save(&other)
+        .unwrap();
+    let err = err_of(&lantern(&[
+        "sae",
+        "eval",
+        "--sae",
+        other.to_str().unwrap(),
+        "--tokens",
+        "500",
+        "--ctx-len",
+        "64",
+    ]));
+    assert!(
+        err.contains("100 dimensions") && err.contains("576"),
+        "{err}"
+    );
+    let err = err_of(&lantern(&[
+        "sae",
+        "eval",
+        "--sae",
+        dir.path().join("missing").to_str().unwrap(),
+    ]));
+    assert!(err.contains("cfg.json"), "{err}");
+}
+
+#[test]
+fn bench_reports_throughput() {
+    let v = json_of(&lantern(&[
+        "sae",
+        "bench",
+        "--json",
+        "--d-in",
+        "64",
+        "--latents",
+        "512",
+        "--k",
+        "8",
+        "--batch",
+        "256",
+        "--steps",
+        "3",
+        "--warmup",
+        "1",
+    ]));
+    assert!(v["tok_s"].as_f64().unwrap() > 0.0);
+    assert!(v["threads"].as_u64().unwrap() >= 1);
+}
