@@ -11,12 +11,11 @@ use std::path::{Path, PathBuf};
 
 use lantern_lm::runtime::Lm;
 use lantern_lm::HookPoint;
-use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Result, SaeError};
 use crate::sae::write_atomic;
-use crate::source::{keep_position, run_windows};
+use crate::source::{keep_position, run_windows, MixingBuffer};
 
 /// What a cache holds.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -153,10 +152,8 @@ pub struct CacheSource {
     /// Which of the cache's hook points to read, and their widths.
     picks: Vec<usize>,
     next_shard: usize,
-    buffers: Vec<Vec<f32>>,
-    rows: usize,
+    mix: MixingBuffer,
     buffer_rows: usize,
-    rng: rand::rngs::StdRng,
 }
 
 impl CacheSource {
@@ -186,13 +183,11 @@ impl CacheSource {
             .collect::<Result<Vec<_>>>()?;
         Ok(CacheSource {
             dir: dir.to_path_buf(),
-            buffers: vec![Vec::new(); picks.len()],
+            mix: MixingBuffer::new(picks.len(), seed),
             picks,
             info,
             next_shard: 0,
-            rows: 0,
             buffer_rows,
-            rng: rand::rngs::StdRng::seed_from_u64(seed),
         })
     }
 
@@ -213,10 +208,11 @@ impl CacheSource {
 
     fn fill(&mut self) -> Result<()> {
         let i = self.next_shard;
-        for (b, &k) in self.picks.iter().enumerate() {
+        let mut data = Vec::with_capacity(self.picks.len());
+        for &k in &self.picks {
             let path = shard_path(&self.dir, &self.info.hookpoints[k], i);
             let mut t = crate::sae::read_safetensors(&path)?;
-            let (shape, data) = t
+            let (shape, values) = t
                 .remove("activations")
                 .ok_or_else(|| SaeError::bad_file(&path, "no tensor `activations`"))?;
             if shape != [self.info.shard_rows[i], self.info.widths[k]] {
@@ -225,40 +221,22 @@ impl CacheSource {
                     format!("shape {shape:?} disagrees with cache.json"),
                 ));
             }
-            self.buffers[b].extend_from_slice(&data);
+            data.push(values);
         }
-        self.rows += self.info.shard_rows[i];
+        let views: Vec<&[f32]> = data.iter().map(|v| v.as_slice()).collect();
+        self.mix
+            .push(&views, &self.widths(), self.info.shard_rows[i]);
         self.next_shard += 1;
         Ok(())
     }
 
     /// The next batch of up to `rows` rows per point; `None` when the cache is used up.
     pub fn next_batch(&mut self, rows: usize) -> Result<Option<Vec<Vec<f32>>>> {
-        while self.rows < self.buffer_rows.max(rows) && self.next_shard < self.info.shard_rows.len()
+        while self.mix.rows() < self.buffer_rows.max(rows)
+            && self.next_shard < self.info.shard_rows.len()
         {
             self.fill()?;
         }
-        let take = rows.min(self.rows);
-        if take == 0 {
-            return Ok(None);
-        }
-        let widths = self.widths();
-        let mut out: Vec<Vec<f32>> = widths
-            .iter()
-            .map(|&d| Vec::with_capacity(take * d))
-            .collect();
-        for _ in 0..take {
-            let i = self.rng.gen_range(0..self.rows);
-            let last = self.rows - 1;
-            for ((buf, &d), o) in self.buffers.iter_mut().zip(&widths).zip(&mut out) {
-                o.extend_from_slice(&buf[i * d..(i + 1) * d]);
-                if i != last {
-                    buf.copy_within(last * d..(last + 1) * d, i * d);
-                }
-                buf.truncate(last * d);
-            }
-            self.rows -= 1;
-        }
-        Ok(Some(out))
+        Ok(self.mix.draw(rows))
     }
 }

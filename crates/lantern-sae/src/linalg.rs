@@ -97,58 +97,6 @@ pub fn matmul_into(a: Mat<'_>, b: Mat<'_>, c: &mut [f32], alpha: f32) {
     }
 }
 
-/// [`matmul_into`] with the rows of `a` (and `c`) split into one contiguous range per thread,
-/// each a single-threaded product: coarse-grained parallelism, which this kind of 2-core VM
-/// rewards over the fine-grained split inside one GEMM call.
-pub fn matmul_rows_par(a: Mat<'_>, b: Mat<'_>, c: &mut [f32], alpha: f32) {
-    use rayon::prelude::*;
-    let (m, k) = a.shape();
-    let n = b.shape().1;
-    let threads = rayon::current_num_threads().max(1);
-    if threads == 1 || a.t || m < 2 * threads {
-        return matmul_into(a, b, c, alpha);
-    }
-    let per = m.div_ceil(threads);
-    c.par_chunks_mut(per * n).enumerate().for_each(|(i, ci)| {
-        let rows = ci.len() / n.max(1);
-        let ai = Mat::new(&a.data[i * per * k..(i * per + rows) * k], rows, k);
-        single(ai, b, ci, alpha);
-    });
-}
-
-/// One GEMM call on the calling thread.
-fn single(a: Mat<'_>, b: Mat<'_>, c: &mut [f32], alpha: f32) {
-    let (m, k) = a.shape();
-    let n = b.shape().1;
-    let (a_cs, a_rs) = a.strides();
-    let (b_cs, b_rs) = b.strides();
-    assert_eq!(c.len(), m * n);
-    // SAFETY: as in `matmul_into`.
-    unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            c.as_mut_ptr(),
-            1,
-            n as isize,
-            alpha != 0.0,
-            a.data.as_ptr(),
-            a_cs,
-            a_rs,
-            b.data.as_ptr(),
-            b_cs,
-            b_rs,
-            alpha,
-            1.0,
-            false,
-            false,
-            false,
-            gemm::Parallelism::None,
-        );
-    }
-}
-
 /// `a b` as a new row-major matrix.
 pub fn matmul(a: Mat<'_>, b: Mat<'_>) -> Vec<f32> {
     let mut c = vec![0f32; a.shape().0 * b.shape().1];

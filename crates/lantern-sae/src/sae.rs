@@ -166,16 +166,22 @@ impl Sae {
 
     /// Encodes `x` `[rows, d_in]`: pre-activations and the selected latents.
     pub fn encode(&self, x: &[f32], training: bool) -> Encoded {
+        self.encode_reusing(x, training, Vec::new())
+    }
+
+    /// [`Sae::encode`] writing the pre-activations into `pre` (a buffer kept from an earlier
+    /// call: a training step's largest allocation, faulted in anew each step otherwise).
+    pub fn encode_reusing(&self, x: &[f32], training: bool, mut pre: Vec<f32>) -> Encoded {
         let (n, d) = (self.cfg.num_latents, self.cfg.d_in);
         let rows = x.len() / d;
         let mut centered = x.to_vec();
         centered
             .par_chunks_mut(d)
             .for_each(|r| r.iter_mut().zip(&self.b_dec).for_each(|(a, b)| *a -= b));
-        let mut pre = vec![0f32; rows * n];
+        pre.resize(rows * n, 0.0);
         pre.par_chunks_mut(n)
             .for_each(|r| r.copy_from_slice(&self.b_enc));
-        crate::linalg::matmul_rows_par(
+        matmul_into(
             Mat::new(&centered, rows, d),
             Mat::new(&self.w_enc, n, d).t(),
             &mut pre,

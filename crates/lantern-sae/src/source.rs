@@ -151,6 +151,78 @@ pub fn run_windows(lm: &Lm, windows: &[Vec<u32>], points: &[HookPoint]) -> Resul
         .collect()
 }
 
+/// Rows of several aligned matrices (one per hook point) from which batches are drawn at random
+/// without replacement: the shuffling buffer of both activation sources.
+#[derive(Debug)]
+pub struct MixingBuffer {
+    buffers: Vec<Vec<f32>>,
+    widths: Vec<usize>,
+    rows: usize,
+    rng: rand::rngs::StdRng,
+}
+
+impl MixingBuffer {
+    /// An empty buffer for `points` matrices.
+    pub fn new(points: usize, seed: u64) -> MixingBuffer {
+        MixingBuffer {
+            buffers: vec![Vec::new(); points],
+            widths: vec![0; points],
+            rows: 0,
+            rng: rand::rngs::StdRng::seed_from_u64(seed),
+        }
+    }
+
+    /// Rows held.
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    /// Widths of the matrices (0 before the first push).
+    pub fn widths(&self) -> &[usize] {
+        &self.widths
+    }
+
+    /// Appends `rows` rows to each matrix (`data[k]` holds `rows x widths[k]` values).
+    pub fn push(&mut self, data: &[&[f32]], widths: &[usize], rows: usize) {
+        for ((buf, w), (d, &width)) in self
+            .buffers
+            .iter_mut()
+            .zip(&mut self.widths)
+            .zip(data.iter().zip(widths))
+        {
+            buf.extend_from_slice(d);
+            *w = width;
+        }
+        self.rows += rows;
+    }
+
+    /// Draws up to `n` random rows (the same rows of every matrix); `None` when empty.
+    pub fn draw(&mut self, n: usize) -> Option<Vec<Vec<f32>>> {
+        let take = n.min(self.rows);
+        if take == 0 {
+            return None;
+        }
+        let mut out: Vec<Vec<f32>> = self
+            .widths
+            .iter()
+            .map(|&d| Vec::with_capacity(take * d))
+            .collect();
+        for _ in 0..take {
+            let i = self.rng.gen_range(0..self.rows);
+            let last = self.rows - 1;
+            for ((buf, &d), o) in self.buffers.iter_mut().zip(&self.widths).zip(&mut out) {
+                o.extend_from_slice(&buf[i * d..(i + 1) * d]);
+                if i != last {
+                    buf.copy_within(last * d..(last + 1) * d, i * d);
+                }
+                buf.truncate(last * d);
+            }
+            self.rows -= 1;
+        }
+        Some(out)
+    }
+}
+
 /// Shuffled activation batches, one matrix per hook point, rows aligned across points.
 pub struct ActivationSource<'a> {
     lm: &'a Lm,
@@ -158,11 +230,7 @@ pub struct ActivationSource<'a> {
     windows: Vec<Vec<u32>>,
     next: usize,
     cfg: SourceConfig,
-    /// Per point: buffered rows, row-major, and the row width.
-    buffers: Vec<Vec<f32>>,
-    dims: Vec<usize>,
-    rows: usize,
-    rng: rand::rngs::StdRng,
+    mix: MixingBuffer,
     /// LM positions run so far.
     pub positions_run: u64,
 }
@@ -176,17 +244,13 @@ impl<'a> ActivationSource<'a> {
         cfg: SourceConfig,
     ) -> Result<ActivationSource<'a>> {
         check_points(lm, &points)?;
-        let rng = rand::rngs::StdRng::seed_from_u64(cfg.seed);
         Ok(ActivationSource {
-            buffers: vec![Vec::new(); points.len()],
-            dims: vec![0; points.len()],
+            mix: MixingBuffer::new(points.len(), cfg.seed),
             lm,
             points,
             windows,
             next: 0,
             cfg,
-            rows: 0,
-            rng,
             positions_run: 0,
         })
     }
@@ -208,31 +272,10 @@ impl<'a> ActivationSource<'a> {
 
     /// The next batch of up to `rows` rows per point; `None` when the corpus is used up.
     pub fn next_batch(&mut self, rows: usize) -> Result<Option<Vec<Vec<f32>>>> {
-        while self.rows < self.cfg.buffer_rows.max(rows) && self.next < self.windows.len() {
+        while self.mix.rows() < self.cfg.buffer_rows.max(rows) && self.next < self.windows.len() {
             self.fill()?;
         }
-        let take = rows.min(self.rows);
-        if take == 0 {
-            return Ok(None);
-        }
-        let mut out: Vec<Vec<f32>> = self
-            .dims
-            .iter()
-            .map(|&d| Vec::with_capacity(take * d))
-            .collect();
-        for _ in 0..take {
-            let i = self.rng.gen_range(0..self.rows);
-            let last = self.rows - 1;
-            for ((buf, &d), o) in self.buffers.iter_mut().zip(&self.dims).zip(&mut out) {
-                o.extend_from_slice(&buf[i * d..(i + 1) * d]);
-                if i != last {
-                    buf.copy_within(last * d..(last + 1) * d, i * d);
-                }
-                buf.truncate(last * d);
-            }
-            self.rows -= 1;
-        }
-        Ok(Some(out))
+        Ok(self.mix.draw(rows))
     }
 
     /// Runs the next windows through the LM into the buffer.
@@ -242,24 +285,54 @@ impl<'a> ActivationSource<'a> {
         let acts = run_windows(self.lm, batch, &self.points)?;
         let t = batch[0].len();
         self.positions_run += (batch.len() * t) as u64;
+        let mut kept = Vec::with_capacity(acts.len());
+        let mut widths = Vec::with_capacity(acts.len());
         let mut added = 0;
-        for (k, a) in acts.iter().enumerate() {
+        for a in &acts {
             let d = a.dim(2)?;
-            self.dims[k] = d;
             let data = a.flatten_all()?.to_vec1::<f32>()?;
+            let mut rows = Vec::new();
             added = 0;
             for (w, window) in batch.iter().enumerate() {
-                for pos in 0..t {
-                    if keep_position(self.lm, window, pos, self.cfg.include_special) {
-                        let at = (w * t + pos) * d;
-                        self.buffers[k].extend_from_slice(&data[at..at + d]);
-                        added += 1;
-                    }
+                for pos in
+                    (0..t).filter(|&p| keep_position(self.lm, window, p, self.cfg.include_special))
+                {
+                    let at = (w * t + pos) * d;
+                    rows.extend_from_slice(&data[at..at + d]);
+                    added += 1;
                 }
             }
+            kept.push(rows);
+            widths.push(d);
         }
-        self.rows += added;
+        let views: Vec<&[f32]> = kept.iter().map(|v| v.as_slice()).collect();
+        self.mix.push(&views, &widths, added);
         self.next = end;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::MixingBuffer;
+
+    #[test]
+    fn mixing_buffer_draws_every_row_once_aligned_across_matrices() {
+        let mut m = MixingBuffer::new(2, 7);
+        let a: Vec<f32> = (0..10).map(|i| i as f32).collect(); // 10 rows of width 1
+        let b: Vec<f32> = (0..10).flat_map(|i| [i as f32, -(i as f32)]).collect(); // width 2
+        m.push(&[&a, &b], &[1, 2], 10);
+        let mut seen = Vec::new();
+        while let Some(batch) = m.draw(3) {
+            for (r, x) in batch[0].iter().enumerate() {
+                assert_eq!(batch[1][2 * r], *x);
+                assert_eq!(batch[1][2 * r + 1], -*x);
+                seen.push(*x as i32);
+            }
+        }
+        let in_order = seen.windows(2).all(|w| w[0] < w[1]);
+        seen.sort();
+        assert_eq!(seen, (0..10).collect::<Vec<_>>());
+        assert!(!in_order, "rows came out unshuffled");
     }
 }

@@ -156,6 +156,8 @@ pub struct Trainer {
     pub since_fired: Vec<u64>,
     adam: [Moments; 4],
     grads: Grads,
+    /// The pre-activation buffer, kept between steps.
+    pre_buf: Vec<f32>,
 }
 
 impl Trainer {
@@ -170,6 +172,7 @@ impl Trainer {
                 Moments::zeros(d),
             ],
             grads: Grads::zeros(n, d),
+            pre_buf: Vec::new(),
             since_fired: vec![0; n],
             step: 0,
             tokens: 0,
@@ -225,7 +228,7 @@ impl Trainer {
     fn backward_sparse(&mut self, x: &[f32], rows: usize, tv: f32) -> StepStats {
         let sae = &self.sae;
         let (n, d) = (sae.cfg.num_latents, sae.cfg.d_in);
-        let enc = sae.encode(x, true);
+        let enc = sae.encode_reusing(x, true, std::mem::take(&mut self.pre_buf));
         let recon = sae.decode(&enc.codes, true);
         let mut stats = StepStats {
             l0: enc.codes.nnz() as f32 / rows.max(1) as f32,
@@ -266,6 +269,7 @@ impl Trainer {
         let mut entries = collect_entries(&sets);
         let with_bias = [true, true, false];
         self.sparse_grads(&enc.centered, &outs, &with_bias, &mut entries);
+        self.pre_buf = enc.pre;
         stats
     }
 

@@ -1,25 +1,9 @@
 //! The `lantern lm` and `lantern assets` command contracts (JSON keys, files, errors), run as a
 //! user would run them.
 
-use std::process::{Command, Output};
+mod common;
 
-use serde_json::Value;
-
-fn lantern(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_lantern"))
-        .args(args)
-        .output()
-        .unwrap()
-}
-
-fn json_of(out: &Output) -> Value {
-    assert!(
-        out.status.success(),
-        "failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("stdout is one JSON object")
-}
+use common::{json_of, lantern};
 
 #[test]
 fn info_reports_the_architecture_and_hook_points() {

@@ -3,30 +3,12 @@
 
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
+
+mod common;
+use common::{err_of, json_of, lantern};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-
-fn lantern(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_lantern"))
-        .args(args)
-        .output()
-        .unwrap()
-}
-
-fn json_of(out: &Output) -> Value {
-    assert!(
-        out.status.success(),
-        "failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("stdout is one JSON object")
-}
-
-fn err_of(out: &Output) -> String {
-    assert!(!out.status.success(), "expected a failure");
-    String::from_utf8_lossy(&out.stderr).to_string()
-}
 
 /// A small but real run: layer 3 of SmolLM2, 1152 latents, k 8.
 fn small_train(out: &Path, extra: &[&str]) -> Output {
