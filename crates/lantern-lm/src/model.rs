@@ -432,6 +432,12 @@ impl Model {
         &self.embed
     }
 
+    /// The unembedding (output) matrix `[vocab, d_model]` in f32: what a residual direction
+    /// promotes or suppresses in the logits (the embedding matrix when tied).
+    pub fn unembedding_matrix(&self) -> &Tensor {
+        &self.lm_head.w
+    }
+
     /// Checks that token ids are in the vocabulary.
     pub fn check_ids(&self, ids: &[u32]) -> Result<()> {
         match ids.iter().find(|&&id| id as usize >= self.cfg.vocab_size) {

@@ -15,6 +15,7 @@ pub mod error;
 pub mod linalg;
 pub mod median;
 pub mod metrics;
+pub mod report;
 pub mod run;
 pub mod sae;
 pub mod source;

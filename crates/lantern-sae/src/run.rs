@@ -52,6 +52,8 @@ pub struct RunConfig {
     pub saelens: bool,
     /// Train from an activation cache (see [`crate::cache`]) instead of running the LM.
     pub activations: Option<PathBuf>,
+    /// Write `report.html` beside each SAE, from this many held-out windows (0: none).
+    pub report_windows: usize,
 }
 
 /// Where training batches come from.
@@ -106,6 +108,8 @@ pub struct SaeResult {
     pub eval: ReconMetrics,
     pub splice: Option<Splice>,
     pub last_step: StepStats,
+    /// The feature report, when written.
+    pub report: Option<PathBuf>,
 }
 
 /// A run's result.
@@ -211,6 +215,45 @@ pub fn train(lm: &Lm, cfg: &RunConfig) -> Result<RunResult> {
         if cfg.saelens {
             slot.trainer.sae.export_saelens(&slot.dir.join("saelens"))?;
         }
+        let report = if cfg.report_windows > 0 {
+            let path = slot.dir.join("report.html");
+            let n = cfg.report_windows.min(eval.len());
+            let mut metrics = vec![
+                ("FVU", format!("{:.4}", recon.fvu)),
+                ("L0", format!("{:.2}", recon.l0)),
+                ("dead fraction", format!("{:.4}", recon.dead_frac)),
+                (
+                    "dense fraction (> 10% of tokens)",
+                    format!("{:.4}", recon.dense_frac),
+                ),
+                ("training tokens", tokens.to_string()),
+            ];
+            if let Some(s) = &spl {
+                metrics.push((
+                    "CE clean / with SAE / zero-ablated",
+                    format!(
+                        "{:.4} / {:.4} / {:.4}",
+                        s.ce_clean, s.ce_with_sae, s.ce_zero_ablation
+                    ),
+                ));
+                metrics.push(("CE loss score", format!("{:.4}", s.ce_loss_score)));
+                metrics.push(("KL to clean", format!("{:.4}", s.kl)));
+            }
+            let rc = crate::report::ReportConfig::default();
+            crate::report::write(
+                lm,
+                &slot.trainer.sae,
+                point,
+                &eval[..n],
+                &metrics,
+                Some(&recon),
+                &rc,
+                &path,
+            )?;
+            Some(path)
+        } else {
+            None
+        };
         saes.push(SaeResult {
             hookpoint: point.to_string(),
             variant: slot.variant.clone(),
@@ -224,6 +267,7 @@ pub fn train(lm: &Lm, cfg: &RunConfig) -> Result<RunResult> {
             eval: recon,
             splice: spl,
             last_step: slot.last,
+            report,
         });
     }
     let trained = (tokens - tokens_at_start) as f64;

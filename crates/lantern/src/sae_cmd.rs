@@ -150,6 +150,9 @@ pub struct TrainArgs {
     /// Train from an activation cache written by `lantern sae cache` (no LM passes).
     #[arg(long)]
     activations: Option<PathBuf>,
+    /// Held-out windows the feature report (report.html beside each SAE) reads; 0: no report.
+    #[arg(long, default_value_t = 64)]
+    report_windows: usize,
 }
 
 #[derive(Args)]
@@ -286,6 +289,7 @@ fn train(a: TrainArgs, json: bool) -> Result<()> {
         seed: a.seed,
         saelens: a.saelens,
         activations: a.activations.clone(),
+        report_windows: a.report_windows,
     };
     let res = run::train(&lm, &cfg)?;
     let saes: Vec<_> = res
@@ -301,6 +305,7 @@ fn train(a: TrainArgs, json: bool) -> Result<()> {
                 "ce_zero_ablation": sp.map(|x| x.ce_zero_ablation),
                 "ce_loss_score": sp.map(|x| x.ce_loss_score), "kl": sp.map(|x| x.kl),
                 "eval_tokens": s.eval.tokens, "density_hist": s.eval.density_hist,
+                "report": s.report,
             })
         })
         .collect();
@@ -318,6 +323,11 @@ fn train(a: TrainArgs, json: bool) -> Result<()> {
                 fmt(&s["ce_with_sae"]),
                 fmt(&s["ce_zero_ablation"]),
             );
+        }
+        for s in &saes {
+            if let Some(r) = s["report"].as_str() {
+                println!("feature report: {r}");
+            }
         }
         println!(
             "saved to {} ({:.0} s, SAE training {:.0} activations/s)",

@@ -72,6 +72,12 @@ fn train_reports_metrics_and_writes_sparsify_and_saelens_layouts() {
     assert!(s["ce_with_sae"].as_f64() > s["ce_clean"].as_f64());
     assert!(s["ce_zero_ablation"].as_f64() > s["ce_with_sae"].as_f64());
 
+    // The feature report: metrics, the density histogram, latents with highlighted contexts.
+    let report = std::fs::read_to_string(s["report"].as_str().unwrap()).unwrap();
+    assert!(report.contains("<svg") && report.contains("Feature density"));
+    assert!(report.matches("class=\"lat\"").count() >= 10);
+    assert!(report.contains("promotes:") && report.contains("rgba(255,140,0,1.00)"));
+
     // sparsify's layout, read back with the safetensors crate alone.
     let sae_dir = out.join("blocks.3.resid_post");
     let f32 = safetensors::Dtype::F32;
