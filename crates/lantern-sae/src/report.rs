@@ -91,6 +91,7 @@ fn collect(lm: &Lm, sae: &Sae, point: HookPoint, windows: &[Vec<u32>]) -> Result
 }
 
 /// Writes the report for `sae` over `windows` to `path`.
+#[allow(clippy::too_many_arguments)]
 pub fn write(
     lm: &Lm,
     sae: &Sae,
@@ -310,7 +311,7 @@ fn context(
     let lo = p.saturating_sub(cfg.left);
     let hi = (p + cfg.right + 1).min(window.len());
     html.push_str("<div class=\"ctx\">");
-    for q in lo..hi {
+    for (q, &tok) in window.iter().enumerate().take(hi).skip(lo) {
         let a = f.codes[w][q]
             .iter()
             .find(|&&(l, _)| l == j)
@@ -329,7 +330,7 @@ fn context(
             html,
             "<span class=\"tok\" style=\"background:rgba(255,140,0,{alpha:.2});{border}\" \
 title=\"{a:.3}\">{}</span>",
-            esc(&token_text(lm, window[q]))
+            esc(&token_text(lm, tok))
         );
     }
     html.push_str("</div>");
