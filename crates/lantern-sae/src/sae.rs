@@ -155,8 +155,15 @@ impl Sae {
             })
             .collect();
         normalize_rows(&mut w_dec, d);
+        // ReLU codes sum over about half of all latents: Σ_j relu(w_j·x) w_j ≈ n x / (2 d) for
+        // random unit rows, so an untied encoder starts scaled by 2d/n to reconstruct x at the
+        // right size. TopK sums only k terms and keeps the plain transpose.
+        let enc_scale = match cfg.activation {
+            Activation::Relu if !cfg.tied => (2.0 * d as f32 / n as f32).min(1.0),
+            _ => 1.0,
+        };
         Ok(Sae {
-            w_enc: w_dec.clone(),
+            w_enc: w_dec.iter().map(|w| w * enc_scale).collect(),
             b_enc: vec![0.0; n],
             w_dec,
             b_dec: vec![0.0; d],
