@@ -108,11 +108,13 @@ pub struct TrainArgs {
     /// Activation vectors to train on.
     #[arg(long, default_value_t = 250_000)]
     tokens: u64,
-    #[arg(long, default_value_t = 4096)]
+    /// Activation rows per step.
+    #[arg(long, default_value_t = 1024)]
     batch: usize,
     #[arg(long, default_value_t = 256)]
     ctx_len: usize,
-    /// Peak learning rate (default 2e-4 / sqrt(latents / 2^14)).
+    /// Peak learning rate (default 7.5e-4 / sqrt(latents / 2^14); sparsify uses a 2e-4 base
+    /// with 64x larger batches).
     #[arg(long)]
     lr: Option<f32>,
     /// Linear warm-up steps (default: 1000, or a tenth of the run's steps when shorter).
