@@ -105,6 +105,10 @@ pub struct SaeResult {
     pub l0: f64,
     pub dead_frac: f64,
     pub dense_frac: f64,
+    /// Latents that did not fire in the last `dead_window` training tokens (the trainer's own
+    /// count; `dead_frac` above is "never fired on the held-out tokens").
+    pub dead_frac_train: f64,
+    pub dead_window: u64,
     pub eval: ReconMetrics,
     pub splice: Option<Splice>,
     pub last_step: StepStats,
@@ -215,13 +219,28 @@ pub fn train(lm: &Lm, cfg: &RunConfig) -> Result<RunResult> {
         if cfg.saelens {
             slot.trainer.sae.export_saelens(&slot.dir.join("saelens"))?;
         }
+        let dead_window = slot.trainer.cfg.dead_tokens.min(tokens / 2).max(1);
+        let dead_train = slot
+            .trainer
+            .since_fired
+            .iter()
+            .filter(|&&t| t >= dead_window)
+            .count() as f64
+            / slot.trainer.since_fired.len().max(1) as f64;
         let report = if cfg.report_windows > 0 {
             let path = slot.dir.join("report.html");
             let n = cfg.report_windows.min(eval.len());
             let mut metrics = vec![
                 ("FVU", format!("{:.4}", recon.fvu)),
                 ("L0", format!("{:.2}", recon.l0)),
-                ("dead fraction", format!("{:.4}", recon.dead_frac)),
+                (
+                    "never fired on the held-out tokens",
+                    format!("{:.4}", recon.dead_frac),
+                ),
+                (
+                    "no firing in the last training tokens",
+                    format!("{:.4} (last {dead_window} tokens)", dead_train),
+                ),
                 (
                     "dense fraction (> 10% of tokens)",
                     format!("{:.4}", recon.dense_frac),
@@ -264,6 +283,8 @@ pub fn train(lm: &Lm, cfg: &RunConfig) -> Result<RunResult> {
             l0: recon.l0,
             dead_frac: recon.dead_frac,
             dense_frac: recon.dense_frac,
+            dead_frac_train: dead_train,
+            dead_window,
             eval: recon,
             splice: spl,
             last_step: slot.last,

@@ -302,6 +302,7 @@ fn train(a: TrainArgs, json: bool) -> Result<()> {
             json!({
                 "hookpoint": s.hookpoint, "variant": s.variant, "path": s.path,
                 "fvu": s.fvu, "l0": s.l0, "dead_frac": s.dead_frac, "dense_frac": s.dense_frac,
+                "dead_frac_train": s.dead_frac_train, "dead_window_tokens": s.dead_window,
                 "tokens": s.tokens, "steps": s.steps,
                 "ce_clean": sp.map(|x| x.ce_clean), "ce_with_sae": sp.map(|x| x.ce_with_sae),
                 "ce_zero_ablation": sp.map(|x| x.ce_zero_ablation),
