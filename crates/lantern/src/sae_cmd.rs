@@ -49,15 +49,23 @@ pub enum SaeCmd {
     Cache(CacheArgs),
 }
 
+/// Where activations come from: a model, a corpus and hook points.
 #[derive(Args)]
-pub struct CacheArgs {
+pub struct SourceArgs {
     #[arg(long, default_value = DEFAULT_MODEL)]
     model: String,
+    /// Corpus: asset (sotu, austen), folder of .txt, .txt, .jsonl(.zst); comma-separated to join.
     #[arg(long, default_value = "sotu")]
     corpus: String,
     /// Hook points (repeat or comma-separate); default: the middle block's residual stream.
     #[arg(long = "hookpoint", value_delimiter = ',')]
     hookpoints: Vec<String>,
+}
+
+#[derive(Args)]
+pub struct CacheArgs {
+    #[command(flatten)]
+    src: SourceArgs,
     /// Activation rows to cache (about; whole windows).
     #[arg(long, default_value_t = 1_000_000)]
     tokens: usize,
@@ -74,14 +82,8 @@ pub struct CacheArgs {
 
 #[derive(Args)]
 pub struct TrainArgs {
-    #[arg(long, default_value = DEFAULT_MODEL)]
-    model: String,
-    /// Corpus: asset (sotu, austen), folder of .txt, .txt, .jsonl(.zst); comma-separated to join.
-    #[arg(long, default_value = "sotu")]
-    corpus: String,
-    /// Hook points (repeat or comma-separate); default: the middle block's residual stream.
-    #[arg(long = "hookpoint", value_delimiter = ',')]
-    hookpoints: Vec<String>,
+    #[command(flatten)]
+    src: SourceArgs,
     /// Output folder (sparsify layout); default runs/sae-<corpus>-<hookpoint>.
     #[arg(long)]
     out: Option<PathBuf>,
@@ -228,11 +230,12 @@ fn parse_points(names: &[String], n_layers: usize) -> Result<Vec<HookPoint>> {
 }
 
 fn train(a: TrainArgs, json: bool) -> Result<()> {
-    let lm = runtime::load(&a.model, WeightMode::Inference)
-        .with_context(|| format!("loading model {}", a.model))?;
-    let points = parse_points(&a.hookpoints, lm.model.cfg.n_layers)?;
+    let lm = runtime::load(&a.src.model, WeightMode::Inference)
+        .with_context(|| format!("loading model {}", a.src.model))?;
+    let points = parse_points(&a.src.hookpoints, lm.model.cfg.n_layers)?;
     let out = a.out.clone().unwrap_or_else(|| {
         let corpus: String = a
+            .src
             .corpus
             .chars()
             .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
@@ -246,8 +249,8 @@ fn train(a: TrainArgs, json: bool) -> Result<()> {
     sae.tied = a.tied;
     sae.l1_coef = a.l1[0];
     let cfg = RunConfig {
-        model: a.model.clone(),
-        corpus: a.corpus.clone(),
+        model: a.src.model.clone(),
+        corpus: a.src.corpus.clone(),
         hookpoints: points,
         out,
         sae,
@@ -430,18 +433,18 @@ fn bench(a: BenchArgs, json: bool) -> Result<()> {
 }
 
 fn cache(a: CacheArgs, json: bool) -> Result<()> {
-    let lm = runtime::load(&a.model, WeightMode::Inference)
-        .with_context(|| format!("loading model {}", a.model))?;
-    let points = parse_points(&a.hookpoints, lm.model.cfg.n_layers)?;
-    let corpus = Corpus::open(&a.corpus)?;
+    let lm = runtime::load(&a.src.model, WeightMode::Inference)
+        .with_context(|| format!("loading model {}", a.src.model))?;
+    let points = parse_points(&a.src.hookpoints, lm.model.cfg.n_layers)?;
+    let corpus = Corpus::open(&a.src.corpus)?;
     let n = a.tokens.div_ceil(a.ctx_len.saturating_sub(1).max(1)) * 102 / 100 + 1;
     let w = windows(&lm, &corpus, a.ctx_len, 0, Some(n))?;
     let bar = indicatif::ProgressBar::new(a.tokens as u64);
     let t0 = Instant::now();
     let info = lantern_sae::cache::write(
         &lm,
-        &a.model,
-        &a.corpus,
+        &a.src.model,
+        &a.src.corpus,
         &points,
         &w.windows,
         a.windows_per_shard,
