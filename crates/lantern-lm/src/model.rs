@@ -713,7 +713,8 @@ impl Model {
     }
 
     /// Rotates the first `rope_dims` of each head of `x` `[b, heads, t, hd]` for positions
-    /// `pos..pos+t`.
+    /// `pos..pos+t`, in differentiable candle ops (the graph path; the fused path rotates in
+    /// [`attention::split_rotate_append`]).
     fn apply_rope(&self, x: &Tensor, pos: usize) -> Result<Tensor> {
         let c = &self.cfg;
         let t = x.dim(2)?;
@@ -728,13 +729,9 @@ impl Model {
                 Some(x.narrow(D::Minus1, rd, c.head_dim - rd)?),
             )
         };
-        let rotated = match (c.rope_style, self.fast()) {
-            (RopeStyle::Interleaved, true) => candle_nn::rotary_emb::rope_i(&rot, &cos, &sin)?,
-            (RopeStyle::Interleaved, false) => {
-                candle_nn::rotary_emb::rope_i_slow(&rot, &cos, &sin)?
-            }
-            (RopeStyle::Half, true) => candle_nn::rotary_emb::rope(&rot, &cos, &sin)?,
-            (RopeStyle::Half, false) => candle_nn::rotary_emb::rope_slow(&rot, &cos, &sin)?,
+        let rotated = match c.rope_style {
+            RopeStyle::Interleaved => candle_nn::rotary_emb::rope_i_slow(&rot, &cos, &sin)?,
+            RopeStyle::Half => candle_nn::rotary_emb::rope_slow(&rot, &cos, &sin)?,
         };
         Ok(match pass {
             Some(pass) => Tensor::cat(&[&rotated, &pass], D::Minus1)?.contiguous()?,

@@ -1026,12 +1026,32 @@ impl CustomOp1 for QMatrix {
         storage: &CpuStorage,
         layout: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let x = f32_input(self.name(), self.cols, storage, layout)?;
-        let n = x.len().checked_div(self.cols).unwrap_or(0);
-        let mut y = vec![0f32; n * self.rows];
-        self.matmul_t(&x, n, &mut y);
-        Ok((CpuStorage::F32(y), out_shape(layout, self.rows)))
+        linear_fwd(
+            self.name(),
+            self.cols,
+            self.rows,
+            storage,
+            layout,
+            |x, n, y| self.matmul_t(x, n, y),
+        )
     }
+}
+
+/// The CPU forward of every linear custom op here: `y[.., rows] = x[.., cols] Wᵀ` through
+/// `matmul(x, n_rows_of_x, y)`.
+fn linear_fwd(
+    op: &str,
+    cols: usize,
+    rows: usize,
+    storage: &CpuStorage,
+    layout: &Layout,
+    matmul: impl Fn(&[f32], usize, &mut [f32]),
+) -> candle_core::Result<(CpuStorage, Shape)> {
+    let x = f32_input(op, cols, storage, layout)?;
+    let n = x.len().checked_div(cols).unwrap_or(0);
+    let mut y = vec![0f32; n * rows];
+    matmul(&x, n, &mut y);
+    Ok((CpuStorage::F32(y), out_shape(layout, rows)))
 }
 
 /// The f32 input of a linear op as a contiguous slice, checking its last dimension is `cols`.
@@ -1295,11 +1315,9 @@ impl CustomOp1 for PackedF32 {
         storage: &CpuStorage,
         layout: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let x = f32_input(self.name(), self.k, storage, layout)?;
-        let m = x.len().checked_div(self.k).unwrap_or(0);
-        let mut y = vec![0f32; m * self.n];
-        self.matmul_t(&x, m, &mut y);
-        Ok((CpuStorage::F32(y), out_shape(layout, self.n)))
+        linear_fwd(self.name(), self.k, self.n, storage, layout, |x, m, y| {
+            self.matmul_t(x, m, y)
+        })
     }
 }
 
@@ -1590,11 +1608,9 @@ impl CustomOp1 for PackedQ4 {
         storage: &CpuStorage,
         layout: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let x = f32_input(self.name(), self.k, storage, layout)?;
-        let m = x.len().checked_div(self.k).unwrap_or(0);
-        let mut y = vec![0f32; m * self.n];
-        self.matmul_t(&x, m, &mut y);
-        Ok((CpuStorage::F32(y), out_shape(layout, self.n)))
+        linear_fwd(self.name(), self.k, self.n, storage, layout, |x, m, y| {
+            self.matmul_t(x, m, y)
+        })
     }
 }
 

@@ -66,23 +66,25 @@ pub fn logits(model: &Model, ids: &[u32]) -> Result<Tensor> {
     Ok(out.squeeze(0)?)
 }
 
+/// `ln Σ exp(row)`, in f64 around the row's maximum so long vocabularies lose no precision:
+/// a log-probability is `row[i] - log_sum_exp(row)`.
+pub fn log_sum_exp(row: &[f32]) -> f64 {
+    let max = row.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b)) as f64;
+    row.iter()
+        .map(|&v| (v as f64 - max).exp())
+        .sum::<f64>()
+        .ln()
+        + max
+}
+
 /// Next-token cross-entropy (nats) at each position `i` predicting `ids[i + 1]`, from logits
-/// `[seq, vocab]`. Computed in f64 on the host so long vocabularies lose no precision.
+/// `[seq, vocab]`, computed on the host with [`log_sum_exp`].
 pub fn token_ce(logits: &Tensor, ids: &[u32]) -> Result<Vec<f64>> {
     let rows = logits.to_dtype(candle_core::DType::F32)?.to_vec2::<f32>()?;
     Ok(rows
         .iter()
         .zip(ids.iter().skip(1))
-        .map(|(row, &next)| {
-            let max = row.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b)) as f64;
-            let lse = row
-                .iter()
-                .map(|&v| (v as f64 - max).exp())
-                .sum::<f64>()
-                .ln()
-                + max;
-            lse - row[next as usize] as f64
-        })
+        .map(|(row, &next)| log_sum_exp(row) - row[next as usize] as f64)
         .collect())
 }
 

@@ -38,13 +38,7 @@ fn lm() -> &'static Lm {
 }
 
 fn log_softmax(row: &[f32]) -> Vec<f64> {
-    let max = row.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b)) as f64;
-    let lse = row
-        .iter()
-        .map(|&v| (v as f64 - max).exp())
-        .sum::<f64>()
-        .ln()
-        + max;
+    let lse = runtime::log_sum_exp(row);
     row.iter().map(|&v| v as f64 - lse).collect()
 }
 
