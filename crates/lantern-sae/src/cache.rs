@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Result, SaeError};
 use crate::sae::write_atomic;
-use crate::source::{keep_position, run_windows, MixingBuffer};
+use crate::source::{kept_activations, MixingBuffer};
 
 /// What a cache holds.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -103,25 +103,16 @@ pub fn write(
         let mut per_point: Vec<Vec<half::f16>> = vec![Vec::new(); points.len()];
         let mut rows = 0;
         for pass in chunk.chunks(8) {
-            let acts = run_windows(lm, pass, points)?;
-            let t = pass[0].len();
-            for (k, a) in acts.iter().enumerate() {
-                let d = a.dim(2)?;
-                info.widths[k] = d;
-                let data = a.flatten_all()?.to_vec1::<f32>()?;
-                let mut added = 0;
-                for (w, window) in pass.iter().enumerate() {
-                    for pos in (0..t).filter(|&p| keep_position(lm, window, p, include_special)) {
-                        let at = (w * t + pos) * d;
-                        per_point[k]
-                            .extend(data[at..at + d].iter().map(|&v| half::f16::from_f32(v)));
-                        added += 1;
-                    }
-                }
-                if k == 0 {
-                    rows += added;
-                }
+            let (kept, widths, added) = kept_activations(lm, pass, points, include_special)?;
+            for ((dst, src), (w, &d)) in per_point
+                .iter_mut()
+                .zip(&kept)
+                .zip(info.widths.iter_mut().zip(&widths))
+            {
+                dst.extend(src.iter().map(|&v| half::f16::from_f32(v)));
+                *w = d;
             }
+            rows += added;
         }
         for (k, name) in names.iter().enumerate() {
             let path = shard_path(dir, name, i);

@@ -7,7 +7,7 @@
 //! activation is kept), as does zero-ablation, so the two are comparable.
 
 use candle_core::{Device, Tensor};
-use lantern_lm::runtime::{token_ce, Lm};
+use lantern_lm::runtime::Lm;
 use lantern_lm::{HookPoint, Hooks, LogitsFor};
 use serde::Serialize;
 
@@ -229,13 +229,7 @@ fn log_probs(logits: &Tensor) -> Result<Vec<Vec<f32>>> {
     Ok(data
         .chunks_exact(vocab)
         .map(|row| {
-            let max = row.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
-            let lse = row
-                .iter()
-                .map(|&v| ((v - max) as f64).exp())
-                .sum::<f64>()
-                .ln() as f32
-                + max;
+            let lse = lantern_lm::runtime::log_sum_exp(row) as f32;
             row.iter().map(|&v| v - lse).collect()
         })
         .collect())
@@ -247,11 +241,6 @@ fn kl(p: &[f32], q: &[f32]) -> f64 {
         .zip(q)
         .map(|(&lp, &lq)| (lp as f64).exp() * (lp as f64 - lq as f64))
         .sum()
-}
-
-/// CE per position of one sequence (re-exported for callers that score without splicing).
-pub fn sequence_ce(logits: &Tensor, ids: &[u32]) -> Result<Vec<f64>> {
-    Ok(token_ce(logits, ids)?)
 }
 
 #[cfg(test)]

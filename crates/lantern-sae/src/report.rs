@@ -67,7 +67,7 @@ fn collect(lm: &Lm, sae: &Sae, point: HookPoint, windows: &[Vec<u32>]) -> Result
         let acts = run_windows(lm, batch, &[point])?;
         let t = batch[0].len();
         let data = acts[0].flatten_all()?.to_vec1::<f32>()?;
-        let (_, codes) = sae.reconstruct(&data);
+        let codes = sae.encode(&data, false).codes;
         for (w, window) in batch.iter().enumerate() {
             let wi = (b * 8 + w) as u32;
             let mut per_pos = vec![Vec::new(); t];

@@ -151,6 +151,40 @@ pub fn run_windows(lm: &Lm, windows: &[Vec<u32>], points: &[HookPoint]) -> Resul
         .collect()
 }
 
+/// Runs `windows` through the LM and keeps the rows of the positions that train an SAE (see
+/// [`keep_position`]): per point the rows `[rows, width]`, the widths, and the row count.
+pub fn kept_activations(
+    lm: &Lm,
+    windows: &[Vec<u32>],
+    points: &[HookPoint],
+    include_special: bool,
+) -> Result<(Vec<Vec<f32>>, Vec<usize>, usize)> {
+    let acts = run_windows(lm, windows, points)?;
+    let t = windows[0].len();
+    let keep: Vec<usize> = windows
+        .iter()
+        .enumerate()
+        .flat_map(|(w, window)| {
+            (0..t)
+                .filter(move |&p| keep_position(lm, window, p, include_special))
+                .map(move |p| w * t + p)
+        })
+        .collect();
+    let mut kept = Vec::with_capacity(acts.len());
+    let mut widths = Vec::with_capacity(acts.len());
+    for a in &acts {
+        let d = a.dim(2)?;
+        let data = a.flatten_all()?.to_vec1::<f32>()?;
+        let mut rows = Vec::with_capacity(keep.len() * d);
+        for &at in &keep {
+            rows.extend_from_slice(&data[at * d..(at + 1) * d]);
+        }
+        kept.push(rows);
+        widths.push(d);
+    }
+    Ok((kept, widths, keep.len()))
+}
+
 /// Rows of several aligned matrices (one per hook point) from which batches are drawn at random
 /// without replacement: the shuffling buffer of both activation sources.
 #[derive(Debug)]
@@ -282,29 +316,9 @@ impl<'a> ActivationSource<'a> {
     fn fill(&mut self) -> Result<()> {
         let end = (self.next + self.cfg.windows_per_pass).min(self.windows.len());
         let batch = &self.windows[self.next..end];
-        let acts = run_windows(self.lm, batch, &self.points)?;
-        let t = batch[0].len();
-        self.positions_run += (batch.len() * t) as u64;
-        let mut kept = Vec::with_capacity(acts.len());
-        let mut widths = Vec::with_capacity(acts.len());
-        let mut added = 0;
-        for a in &acts {
-            let d = a.dim(2)?;
-            let data = a.flatten_all()?.to_vec1::<f32>()?;
-            let mut rows = Vec::new();
-            added = 0;
-            for (w, window) in batch.iter().enumerate() {
-                for pos in
-                    (0..t).filter(|&p| keep_position(self.lm, window, p, self.cfg.include_special))
-                {
-                    let at = (w * t + pos) * d;
-                    rows.extend_from_slice(&data[at..at + d]);
-                    added += 1;
-                }
-            }
-            kept.push(rows);
-            widths.push(d);
-        }
+        let (kept, widths, added) =
+            kept_activations(self.lm, batch, &self.points, self.cfg.include_special)?;
+        self.positions_run += (batch.len() * batch[0].len()) as u64;
         let views: Vec<&[f32]> = kept.iter().map(|v| v.as_slice()).collect();
         self.mix.push(&views, &widths, added);
         self.next = end;
