@@ -577,8 +577,7 @@ mod tests {
             worst = worst.max(((a - b) / b).abs());
         }
         assert!(worst < 5e-7, "relative error {worst}");
-        assert_eq!(exp(-1000.0), 0.0_f32.max(exp(-1000.0)));
-        assert!(exp(-1000.0) < 1e-37);
+        assert!((0.0..1e-37).contains(&exp(-1000.0)), "underflow gives about 0");
         assert_eq!(exp(0.0), 1.0);
     }
 
