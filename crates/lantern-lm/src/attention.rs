@@ -577,7 +577,10 @@ mod tests {
             worst = worst.max(((a - b) / b).abs());
         }
         assert!(worst < 5e-7, "relative error {worst}");
-        assert!((0.0..1e-37).contains(&exp(-1000.0)), "underflow gives about 0");
+        assert!(
+            (0.0..1e-37).contains(&exp(-1000.0)),
+            "underflow gives about 0"
+        );
         assert_eq!(exp(0.0), 1.0);
     }
 

@@ -482,12 +482,32 @@ impl Model {
         hooks: &mut Hooks<'_>,
         logits: LogitsFor,
     ) -> Result<Option<Tensor>> {
-        crate::pool::install(|| self.forward_inner(x, cache, hooks, logits))
+        crate::pool::install(|| self.forward_inner(x, 0, cache, hooks, logits))
+    }
+
+    /// Runs blocks `layer..` on a residual stream `[batch, seq, d_model]` that enters block
+    /// `layer` (its `resid_pre`; `n_layers` means straight to the final norm), with no cache.
+    /// Patching experiments use it to rerun only the part of the model after the patched point.
+    pub fn forward_from_layer(
+        &self,
+        layer: usize,
+        x: &Tensor,
+        hooks: &mut Hooks<'_>,
+        logits: LogitsFor,
+    ) -> Result<Option<Tensor>> {
+        if layer > self.blocks.len() {
+            return Err(LmError::Input(format!(
+                "forward_from_layer: layer {layer} past the model's {} blocks",
+                self.blocks.len()
+            )));
+        }
+        crate::pool::install(|| self.forward_inner(x, layer, None, hooks, logits))
     }
 
     fn forward_inner(
         &self,
         x: &Tensor,
+        start: usize,
         mut cache: Option<&mut KvCache>,
         hooks: &mut Hooks<'_>,
         logits: LogitsFor,
@@ -501,11 +521,15 @@ impl Model {
             });
         }
         let stop = hooks.stop_after();
-        let mut x = hooks.apply(HookPoint::Embed, x.clone())?;
-        if stop == Some(HookPoint::Embed) {
+        let mut x = if start == 0 {
+            hooks.apply(HookPoint::Embed, x.clone())?
+        } else {
+            x.clone()
+        };
+        if start == 0 && stop == Some(HookPoint::Embed) {
             return Ok(None);
         }
-        for (i, blk) in self.blocks.iter().enumerate() {
+        for (i, blk) in self.blocks.iter().enumerate().skip(start) {
             let kv = cache.as_mut().map(|c| &mut c.layers[i]);
             match self.block_forward(blk, i, &x, pos, kv, hooks, stop)? {
                 Some(y) => x = y,

@@ -9,12 +9,15 @@
 //! * [`metrics`]: FVU, L0, dead and dense fractions, and the LM's loss with the reconstruction
 //!   spliced in.
 
+pub mod basis;
 pub mod cache;
 pub mod corpus;
 pub mod error;
 pub mod linalg;
 pub mod median;
 pub mod metrics;
+pub mod patch;
+pub mod plot;
 pub mod report;
 pub mod run;
 pub mod sae;

@@ -47,6 +47,8 @@ pub enum SaeCmd {
     Bench(BenchArgs),
     /// Write LM activations at hook points to an f16 safetensors cache (train with --activations).
     Cache(CacheArgs),
+    /// Feature patching on indirect object identification: SAE latents vs neuron/PCA/random bases.
+    Patch(Box<crate::sae_patch_cmd::PatchArgs>),
 }
 
 /// Where activations come from: a model, a corpus and hook points.
@@ -210,10 +212,11 @@ pub fn run(cmd: SaeCmd, json: bool) -> Result<()> {
         SaeCmd::Eval(a) => eval(a, json),
         SaeCmd::Bench(a) => bench(a, json),
         SaeCmd::Cache(a) => cache(a, json),
+        SaeCmd::Patch(a) => crate::sae_patch_cmd::patch(*a, json),
     }
 }
 
-fn parse_points(names: &[String], n_layers: usize) -> Result<Vec<HookPoint>> {
+pub(crate) fn parse_points(names: &[String], n_layers: usize) -> Result<Vec<HookPoint>> {
     if names.is_empty() {
         return Ok(vec![HookPoint::block(
             n_layers / 2,
