@@ -194,6 +194,17 @@ pub fn generate(
     s: &Sampling,
     mut on_token: impl FnMut(u32),
 ) -> Result<Generation> {
+    generate_with_logits(model, prompt, s, |id, _| on_token(id))
+}
+
+/// Like [`generate`], but `on_token` also sees the logits the token was drawn from (for
+/// log-probabilities in an API response).
+pub fn generate_with_logits(
+    model: &Model,
+    prompt: &[u32],
+    s: &Sampling,
+    mut on_token: impl FnMut(u32, &[f32]),
+) -> Result<Generation> {
     if prompt.is_empty() {
         return Err(LmError::Input("empty prompt".into()));
     }
@@ -215,7 +226,7 @@ pub fn generate(
     while out.len() < s.max_tokens && cache.len() < model.cfg.ctx_len {
         let id = sample(&next_logits, s, &mut rng);
         out.push(id);
-        on_token(id);
+        on_token(id, &next_logits);
         if s.stop_ids.contains(&id) || out.len() == s.max_tokens {
             break;
         }

@@ -9,10 +9,13 @@
 //! * [`metrics`]: FVU, L0, dead and dense fractions, and the LM's loss with the reconstruction
 //!   spliced in.
 
+pub mod autointerp;
 pub mod basis;
 pub mod cache;
 pub mod corpus;
 pub mod error;
+pub mod examples;
+pub mod interp;
 pub mod linalg;
 pub mod median;
 pub mod metrics;

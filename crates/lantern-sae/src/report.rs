@@ -139,7 +139,8 @@ fn esc(s: &str) -> String {
         .replace('"', "&quot;")
 }
 
-fn token_text(lm: &Lm, id: u32) -> String {
+/// A token's text for display (lossy where a token ends inside a UTF-8 character).
+pub fn token_text(lm: &Lm, id: u32) -> String {
     let bytes = lm.tokenizer.token_to_piece(id);
     String::from_utf8_lossy(&bytes).to_string()
 }

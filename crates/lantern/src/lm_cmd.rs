@@ -94,6 +94,16 @@ pub enum LmCmd {
         #[arg(long, default_value_t = 5)]
         reps: usize,
     },
+    /// Serve the model as an OpenAI-compatible chat endpoint (POST /v1/chat/completions).
+    Serve {
+        #[command(flatten)]
+        m: ModelArgs,
+        /// Address to listen on (loopback by default: there is no authentication).
+        #[arg(long, default_value = "127.0.0.1")]
+        host: String,
+        #[arg(long, default_value_t = 8080)]
+        port: u16,
+    },
 }
 
 #[derive(Args)]
@@ -120,6 +130,7 @@ pub struct GenerateArgs {
 pub fn run(cmd: LmCmd, json: bool) -> Result<()> {
     match cmd {
         LmCmd::Info(m) => info(&m, json),
+        LmCmd::Serve { m, host, port } => serve(&m, &host, port, json),
         LmCmd::Tokenize { m, text, bos, chat } => tokenize(&m, &text, bos, chat, json),
         LmCmd::Logits { m, ids_file, out } => logits(&m, &ids_file, &out, json),
         LmCmd::Perplexity {
@@ -377,5 +388,16 @@ fn bench(
         }),
         json,
     );
+    Ok(())
+}
+
+fn serve(m: &ModelArgs, host: &str, port: u16, json: bool) -> Result<()> {
+    let lm = m.load()?;
+    let server = lantern_chat::server::Server::bind(lm, &m.model, &format!("{host}:{port}"))
+        .with_context(|| format!("listening on {host}:{port}"))?;
+    eprintln!("serving {} at {} (Ctrl-C stops)", m.model, server.url());
+    print(&json!({ "url": server.url(), "model": m.model }), json);
+    std::io::stdout().flush()?;
+    server.run()?;
     Ok(())
 }

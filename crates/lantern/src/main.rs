@@ -4,6 +4,7 @@ mod assets_cmd;
 mod lm_cmd;
 mod output;
 mod sae_cmd;
+mod sae_interp_cmd;
 mod sae_patch_cmd;
 
 use clap::{Parser, Subcommand};

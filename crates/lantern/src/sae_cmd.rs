@@ -49,6 +49,10 @@ pub enum SaeCmd {
     Cache(CacheArgs),
     /// Feature patching on indirect object identification: SAE latents vs neuron/PCA/random bases.
     Patch(Box<crate::sae_patch_cmd::PatchArgs>),
+    /// Explain SAE latents (and baseline directions) with an LLM from their top activations.
+    Explain(Box<crate::sae_interp_cmd::ExplainArgs>),
+    /// Score explanations: detection, fuzzing and simulation through the same LLM endpoint.
+    Score(Box<crate::sae_interp_cmd::ScoreArgs>),
 }
 
 /// Where activations come from: a model, a corpus and hook points.
@@ -213,6 +217,8 @@ pub fn run(cmd: SaeCmd, json: bool) -> Result<()> {
         SaeCmd::Bench(a) => bench(a, json),
         SaeCmd::Cache(a) => cache(a, json),
         SaeCmd::Patch(a) => crate::sae_patch_cmd::patch(*a, json),
+        SaeCmd::Explain(a) => crate::sae_interp_cmd::explain(*a, json),
+        SaeCmd::Score(a) => crate::sae_interp_cmd::score(*a, json),
     }
 }
 

@@ -2,47 +2,13 @@
 //! sparsify and SAELens files read back independently, resume after a kill, and bad input.
 
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 
 mod common;
-use common::{err_of, json_of, lantern};
+use common::{err_of, json_of, lantern, small_train};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-
-/// A small but real run: layer 3 of SmolLM2, 1152 latents, k 8.
-fn small_train(out: &Path, extra: &[&str]) -> Output {
-    let o = out.to_str().unwrap();
-    let mut args = vec![
-        "sae",
-        "train",
-        "--json",
-        "--hookpoint",
-        "blocks.3.resid_post",
-        "--latents",
-        "1152",
-        "--k",
-        "8",
-        "--tokens",
-        "12000",
-        "--batch",
-        "1000",
-        "--ctx-len",
-        "64",
-        "--eval-tokens",
-        "2000",
-        "--splice-windows",
-        "2",
-        "--buffer",
-        "4000",
-        "--lr",
-        "2e-3",
-        "--out",
-        o,
-    ];
-    args.extend_from_slice(extra);
-    lantern(&args)
-}
 
 fn tensors(path: &Path) -> Vec<(String, Vec<usize>, safetensors::Dtype)> {
     let bytes = std::fs::read(path).unwrap();
@@ -327,64 +293,4 @@ fn bench_reports_throughput() {
     ]));
     assert!(v["tok_s"].as_f64().unwrap() > 0.0);
     assert!(v["threads"].as_u64().unwrap() >= 1);
-}
-
-#[test]
-fn ioi_patching_moves_the_logit_difference_and_complete_bases_recover_it() {
-    let dir = tempfile::tempdir().unwrap();
-    let run = dir.path().join("run");
-    json_of(&small_train(&run, &["--report-windows", "0"]));
-    let sae = run.join("blocks.3.resid_post");
-    let out = dir.path().join("patch");
-    let v = json_of(&lantern(&[
-        "sae",
-        "patch",
-        "--json",
-        "--sae",
-        sae.to_str().unwrap(),
-        "--prompts",
-        "6",
-        "--candidates",
-        "12",
-        "--pool",
-        "4",
-        "--steps",
-        "3",
-        "--pca-tokens",
-        "1200",
-        "--out",
-        out.to_str().unwrap(),
-    ]));
-    // SmolLM2 does IOI: it prefers the indirect object, and the corrupted prompts flip that.
-    let clean = v["metric_clean"].as_f64().unwrap();
-    let corrupt = v["metric_corrupt"].as_f64().unwrap();
-    assert!(clean > 1.0 && corrupt < 0.0, "{clean} {corrupt}");
-    let curves = v["curves"].as_array().unwrap();
-    let names: Vec<&str> = curves
-        .iter()
-        .map(|c| c["basis"].as_str().unwrap())
-        .collect();
-    assert_eq!(names, ["sae", "neurons", "pca", "random"]);
-    for c in curves {
-        let steps = c["steps"].as_array().unwrap();
-        assert_eq!(steps.len(), 4, "{c}");
-        // The unpatched start replays the clean run through the patching path exactly.
-        let m0 = steps[0]["metric"].as_f64().unwrap();
-        assert!((m0 - clean).abs() < 1e-3, "{m0} vs {clean}");
-        // Each greedy step picks the best addition: the first beats doing nothing.
-        assert!(steps[1]["recovered"].as_f64().unwrap() > 0.0, "{c}");
-        let edits: Vec<f64> = steps.iter().map(|s| s["edit"].as_f64().unwrap()).collect();
-        if c["basis"] != "sae" {
-            // Orthonormal and complete: every direction changes, patching them all is the
-            // corrupted run, and edits grow with each direction added.
-            assert_eq!(c["changed"], 576, "{c}");
-            let all = c["all_recovered"].as_f64().unwrap();
-            assert!((all - 1.0).abs() < 0.02, "{} recovers {all}", c["basis"]);
-            assert!((c["all_edit"].as_f64().unwrap() - 1.0).abs() < 1e-3);
-            assert!(edits.windows(2).all(|w| w[1] > w[0]), "{edits:?}");
-        }
-    }
-    assert!(out.join("patch.json").exists());
-    let svg = std::fs::read_to_string(out.join("patch.svg")).unwrap();
-    assert!(svg.starts_with("<svg") && svg.contains("pca"));
 }
