@@ -350,7 +350,10 @@ mod tests {
             1.0
         );
         assert_eq!(auroc(&[0.5, 0.5, 0.5], &[true, false, false]), 0.5);
-        assert_eq!(auroc(&[0.1, 0.9, 0.5], &[true, false, true]), 0.25);
+        assert_eq!(
+            auroc(&[0.1, 0.9, 0.95, 0.05], &[true, false, true, false]),
+            0.75
+        );
     }
 
     #[test]

@@ -16,7 +16,7 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Result, SaeError};
-use crate::linalg::{matmul_into, Mat};
+use crate::linalg::{matmul_into, matmul_nt_bias, Mat};
 use crate::topk::{batch_top_k, top_k, Codes};
 
 /// How latents are selected.
@@ -186,14 +186,7 @@ impl Sae {
             .par_chunks_mut(d)
             .for_each(|r| r.iter_mut().zip(&self.b_dec).for_each(|(a, b)| *a -= b));
         pre.resize(rows * n, 0.0);
-        pre.par_chunks_mut(n)
-            .for_each(|r| r.copy_from_slice(&self.b_enc));
-        matmul_into(
-            Mat::new(&centered, rows, d),
-            Mat::new(&self.w_enc, n, d).t(),
-            &mut pre,
-            1.0,
-        );
+        matmul_nt_bias(&centered, &self.w_enc, &self.b_enc, rows, n, d, &mut pre);
         let codes = match self.cfg.activation {
             Activation::TopK => top_k(&pre, n, self.cfg.k, None),
             Activation::BatchTopK if training => batch_top_k(&pre, n, self.cfg.k),
