@@ -8,6 +8,11 @@
 //!   windows, activations at any set of hook points from one pass, shuffled in a mixing buffer.
 //! * [`metrics`]: FVU, L0, dead and dense fractions, and the LM's loss with the reconstruction
 //!   spliced in.
+//! * [`basis`]: SAE latents and the baselines they are compared with (neurons, PCA, random).
+//! * [`patch`]: feature patching on indirect object identification, greedy over any basis.
+//! * [`examples`], [`interp`] and [`autointerp`]: examples of what a direction responds to, and
+//!   explaining and scoring them through an OpenAI-compatible chat endpoint.
+//! * [`report`] and [`plot`]: the HTML feature report and SVG charts.
 
 pub mod autointerp;
 pub mod basis;
