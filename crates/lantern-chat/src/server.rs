@@ -175,12 +175,7 @@ pub fn complete(lm: &Lm, name: &str, id: u64, req: &ChatRequest) -> Result<ChatR
         }
     })?;
     let ended = gen.ids.last().is_some_and(|i| s.stop_ids.contains(i));
-    let visible: Vec<u32> = gen
-        .ids
-        .iter()
-        .copied()
-        .filter(|i| !s.stop_ids.contains(i))
-        .collect();
+    let visible = gen.visible(&s.stop_ids);
     let mut content = lm
         .tokenizer
         .decode(&visible)

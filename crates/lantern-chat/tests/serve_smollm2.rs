@@ -36,12 +36,7 @@ fn serves_chat_completions_like_a_direct_generation() {
         stop_ids: lm.tokenizer.eos_ids(),
     };
     let direct = runtime::generate(&lm.model, &prompt, &s, |_| {}).unwrap();
-    let ids: Vec<u32> = direct
-        .ids
-        .iter()
-        .copied()
-        .filter(|i| !s.stop_ids.contains(i))
-        .collect();
+    let ids = direct.visible(&s.stop_ids);
     let want = lm.tokenizer.decode(&ids).unwrap();
 
     let server = Server::bind(lm, "smollm2", "127.0.0.1:0").unwrap();

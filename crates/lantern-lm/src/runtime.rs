@@ -180,6 +180,15 @@ impl Generation {
         self.ids.len() as f64 / self.gen_seconds.max(1e-9)
     }
 
+    /// The generated ids without the stop tokens (what a user sees).
+    pub fn visible(&self, stop_ids: &[u32]) -> Vec<u32> {
+        self.ids
+            .iter()
+            .copied()
+            .filter(|i| !stop_ids.contains(i))
+            .collect()
+    }
+
     /// Prompt tokens processed per second.
     pub fn prompt_tok_s(&self) -> f64 {
         self.prompt_tokens as f64 / self.prompt_seconds.max(1e-9)

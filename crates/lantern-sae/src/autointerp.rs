@@ -193,13 +193,18 @@ fn fuzzed(e: &Example, threshold: f32, seed: u64) -> String {
     mark(&e.tokens, &marks)
 }
 
+/// The judge's reply to `prompt` (one token) and its 20 most likely first tokens.
+fn first_token(client: &Client, prompt: String) -> Result<(String, Vec<(String, f64)>)> {
+    let msgs = [Message::new("system", SYSTEM), Message::new("user", prompt)];
+    client
+        .first_token_logprobs(&msgs, 20)
+        .map_err(|e| SaeError::Config(format!("LLM request failed: {e}")))
+}
+
 /// A judge's yes/no answer as P(yes): from the first token's log-probabilities when the
 /// endpoint returns them, else 1 or 0 from the reply's text; `None` when neither reads.
 fn p_yes(client: &Client, prompt: String) -> Result<Option<f64>> {
-    let msgs = [Message::new("system", SYSTEM), Message::new("user", prompt)];
-    let (text, tops) = client
-        .first_token_logprobs(&msgs, 20)
-        .map_err(|e| SaeError::Config(format!("LLM request failed: {e}")))?;
+    let (text, tops) = first_token(client, prompt)?;
     let (mut y, mut n) = (0.0, 0.0);
     for (t, lp) in &tops {
         match t.trim().to_lowercase().as_str() {
@@ -217,10 +222,7 @@ fn p_yes(client: &Client, prompt: String) -> Result<Option<f64>> {
 /// A 0-10 rating: the expected value over the digit tokens among the first token's top
 /// log-probabilities (as OpenAI's simulator reads its predictions), else the reply's number.
 fn level(client: &Client, prompt: String) -> Result<Option<f64>> {
-    let msgs = [Message::new("system", SYSTEM), Message::new("user", prompt)];
-    let (text, tops) = client
-        .first_token_logprobs(&msgs, 20)
-        .map_err(|e| SaeError::Config(format!("LLM request failed: {e}")))?;
+    let (text, tops) = first_token(client, prompt)?;
     let (mut mass, mut sum) = (0.0, 0.0);
     for (t, lp) in &tops {
         if let Ok(v) = t.trim().parse::<u32>() {

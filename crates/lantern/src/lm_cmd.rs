@@ -309,12 +309,7 @@ fn generate(g: &GenerateArgs, json: bool) -> Result<()> {
             pending.drain(..valid);
         }
     })?;
-    let visible: Vec<u32> = gen
-        .ids
-        .iter()
-        .copied()
-        .filter(|i| !s.stop_ids.contains(i))
-        .collect();
+    let visible = gen.visible(&s.stop_ids);
     let text = lm.tokenizer.decode(&visible)?;
     if json {
         print(

@@ -366,21 +366,29 @@ fn fmt(v: &serde_json::Value) -> String {
     v.as_f64().map_or("-".into(), |x| format!("{x:.4}"))
 }
 
-fn eval(a: EvalArgs, json: bool) -> Result<()> {
-    let sae = Sae::load(&a.sae).with_context(|| format!("loading SAE {}", a.sae.display()))?;
-    let lm = runtime::load(&a.model, WeightMode::Inference)
-        .with_context(|| format!("loading model {}", a.model))?;
-    let name = a
-        .hookpoint
-        .clone()
-        .unwrap_or_else(|| sae.cfg.hookpoint.clone());
+/// Loads an SAE folder and the model, and resolves the hook point (`hookpoint`, else the one
+/// recorded in the SAE's cfg.json): the start of every command that studies a saved SAE.
+pub(crate) fn load_sae_and_model(
+    dir: &std::path::Path,
+    model: &str,
+    hookpoint: Option<&str>,
+) -> Result<(Sae, runtime::Lm, HookPoint)> {
+    let sae = Sae::load(dir).with_context(|| format!("loading SAE {}", dir.display()))?;
+    let lm = runtime::load(model, WeightMode::Inference)
+        .with_context(|| format!("loading model {model}"))?;
+    let name = hookpoint.map_or_else(|| sae.cfg.hookpoint.clone(), str::to_string);
     if name.is_empty() {
         bail!(
             "{}: cfg.json names no hook point: pass --hookpoint",
-            a.sae.display()
+            dir.display()
         );
     }
     let point = parse_points(&[name], lm.model.cfg.n_layers)?[0];
+    Ok((sae, lm, point))
+}
+
+fn eval(a: EvalArgs, json: bool) -> Result<()> {
+    let (sae, lm, point) = load_sae_and_model(&a.sae, &a.model, a.hookpoint.as_deref())?;
     let corpus = Corpus::open(&a.corpus)?;
     let n = a.tokens.div_ceil(a.ctx_len.saturating_sub(1).max(1)).max(1);
     let w = windows(&lm, &corpus, a.ctx_len, a.skip_windows, Some(n))?.windows;

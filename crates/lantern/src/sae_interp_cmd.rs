@@ -17,12 +17,11 @@ use lantern_sae::examples::{ExampleConfig, Record};
 use lantern_sae::interp::{collect, CollectConfig};
 use lantern_sae::sae::write_atomic;
 use lantern_sae::source::windows;
-use lantern_sae::Sae;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use crate::output::print;
-use crate::sae_cmd::parse_points;
+use crate::sae_cmd::load_sae_and_model;
 
 /// Which chat endpoint judges.
 #[derive(Args, Clone)]
@@ -151,17 +150,7 @@ fn bar(total: usize, what: &str) -> ProgressBar {
 }
 
 pub fn explain(a: ExplainArgs, json: bool) -> Result<()> {
-    let sae = Sae::load(&a.sae).with_context(|| format!("loading SAE {}", a.sae.display()))?;
-    let lm = runtime::load(&a.model, WeightMode::Inference)
-        .with_context(|| format!("loading model {}", a.model))?;
-    let name = a.hookpoint.clone().unwrap_or(sae.cfg.hookpoint.clone());
-    if name.is_empty() {
-        bail!(
-            "{}: cfg.json names no hook point: pass --hookpoint",
-            a.sae.display()
-        );
-    }
-    let point = parse_points(&[name], lm.model.cfg.n_layers)?[0];
+    let (sae, lm, point) = load_sae_and_model(&a.sae, &a.model, a.hookpoint.as_deref())?;
     if a.window == 0 || a.latents == 0 {
         bail!("--window and --latents must be positive");
     }

@@ -7,7 +7,6 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use lantern_lm::model::WeightMode;
 use lantern_lm::runtime::{self, DEFAULT_MODEL};
 use lantern_sae::basis::Basis;
 use lantern_sae::corpus::Corpus;
@@ -15,11 +14,10 @@ use lantern_sae::patch::{ioi_pairs, Ioi, PatchConfig, PatchCurve};
 use lantern_sae::plot::{line_chart, Series};
 use lantern_sae::sae::write_atomic;
 use lantern_sae::source::{kept_activations, windows};
-use lantern_sae::Sae;
 use serde_json::json;
 
 use crate::output::print;
-use crate::sae_cmd::parse_points;
+use crate::sae_cmd::load_sae_and_model;
 
 #[derive(Args)]
 pub struct PatchArgs {
@@ -61,17 +59,7 @@ pub struct PatchArgs {
 
 pub fn patch(a: PatchArgs, json: bool) -> Result<()> {
     let t0 = Instant::now();
-    let sae = Sae::load(&a.sae).with_context(|| format!("loading SAE {}", a.sae.display()))?;
-    let lm = runtime::load(&a.model, WeightMode::Inference)
-        .with_context(|| format!("loading model {}", a.model))?;
-    let name = a.hookpoint.clone().unwrap_or(sae.cfg.hookpoint.clone());
-    if name.is_empty() {
-        bail!(
-            "{}: cfg.json names no hook point: pass --hookpoint",
-            a.sae.display()
-        );
-    }
-    let point = parse_points(&[name], lm.model.cfg.n_layers)?[0];
+    let (sae, lm, point) = load_sae_and_model(&a.sae, &a.model, a.hookpoint.as_deref())?;
     let pairs = ioi_pairs(&lm, a.prompts, a.seed)?;
     let ioi = Ioi::new(&lm, point, pairs)?;
     if ioi.d() != sae.cfg.d_in {
