@@ -19,6 +19,7 @@ use crate::corpus::Corpus;
 use crate::error::{Result, SaeError};
 use crate::median::geometric_median;
 use crate::metrics::{splice, Recon, ReconMetrics, Splice};
+use crate::plot::{line_chart, Series};
 use crate::sae::{write_atomic, Activation, Sae, SaeConfig};
 use crate::source::{run_windows, windows, ActivationSource, SourceConfig};
 use crate::train::{StepStats, TrainConfig, Trainer};
@@ -124,6 +125,9 @@ pub struct RunResult {
     pub lm_positions: u64,
     pub seconds: f64,
     pub train_tok_s: f64,
+    /// `sweep.svg` (held-out FVU against L0, one line per hook point) when a sweep trained
+    /// several SAEs per point.
+    pub sweep_plot: Option<PathBuf>,
 }
 
 struct Slot {
@@ -292,13 +296,51 @@ pub fn train(lm: &Lm, cfg: &RunConfig) -> Result<RunResult> {
         });
     }
     let trained = (tokens - tokens_at_start) as f64;
+    let frontier: Vec<(&str, f64, f64)> = saes
+        .iter()
+        .map(|s| (s.hookpoint.as_str(), s.l0, s.fvu))
+        .collect();
+    let sweep_plot = write_sweep_plot(&cfg.out, &frontier)?;
     Ok(RunResult {
         out: cfg.out.clone(),
         saes,
         lm_positions: source.positions_run(),
         seconds: start.elapsed().as_secs_f64(),
         train_tok_s: trained / train_secs.max(1e-9),
+        sweep_plot,
     })
+}
+
+/// The sparsity-fidelity frontier of a sweep: held-out FVU against L0, one line per hook point
+/// with more than one SAE, written to `<out>/sweep.svg`.
+fn write_sweep_plot(out: &Path, saes: &[(&str, f64, f64)]) -> Result<Option<PathBuf>> {
+    let mut by_point: std::collections::BTreeMap<&str, Vec<(f64, f64)>> = Default::default();
+    for &(point, l0, fvu) in saes {
+        by_point.entry(point).or_default().push((l0, fvu));
+    }
+    let series: Vec<Series> = by_point
+        .into_iter()
+        .filter(|(_, pts)| pts.len() > 1)
+        .map(|(name, mut points)| {
+            points.sort_by(|a, b| a.0.total_cmp(&b.0));
+            Series {
+                name: name.to_string(),
+                points,
+            }
+        })
+        .collect();
+    if series.is_empty() {
+        return Ok(None);
+    }
+    let path = out.join("sweep.svg");
+    let svg = line_chart(
+        "Sweep: fidelity against sparsity",
+        "L0 (held out)",
+        "FVU (held out)",
+        &series,
+    );
+    write_atomic(&path, svg.as_bytes())?;
+    Ok(Some(path))
 }
 
 type Opened<'a> = (Feed<'a>, Vec<usize>, Vec<Vec<u32>>);
@@ -533,4 +575,29 @@ fn progress_bar(total: u64, at: u64) -> ProgressBar {
     );
     bar.set_position(at);
     bar
+}
+
+#[cfg(test)]
+mod sweep_tests {
+    use super::*;
+
+    #[test]
+    fn sweep_plot_draws_points_with_several_saes_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let one = [("blocks.1.resid_post", 32.0, 0.2)];
+        assert!(write_sweep_plot(dir.path(), &one).unwrap().is_none());
+        let sweep = [
+            ("blocks.1.resid_post", 64.0, 0.1),
+            ("blocks.1.resid_post", 16.0, 0.3),
+            ("blocks.1.resid_post", 32.0, 0.2),
+            ("blocks.2.resid_post", 32.0, 0.25),
+        ];
+        let path = write_sweep_plot(dir.path(), &sweep).unwrap().unwrap();
+        let svg = std::fs::read_to_string(path).unwrap();
+        assert!(svg.contains("blocks.1.resid_post") && !svg.contains("blocks.2.resid_post"));
+        assert_eq!(svg.matches("<circle").count(), 3);
+        // Sorted by L0: the polyline runs from L0 16 (left edge) to 64 (right edge).
+        let line = svg.split("points=\"").nth(1).unwrap();
+        assert!(line.starts_with("56.0,"), "{line}");
+    }
 }

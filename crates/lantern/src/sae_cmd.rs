@@ -344,6 +344,9 @@ fn train(a: TrainArgs, json: bool) -> Result<()> {
                 println!("feature report: {r}");
             }
         }
+        if let Some(p) = &res.sweep_plot {
+            println!("sweep plot (FVU against L0): {}", p.display());
+        }
         println!(
             "saved to {} ({:.0} s, SAE training {:.0} activations/s)",
             res.out.display(),
@@ -356,6 +359,7 @@ fn train(a: TrainArgs, json: bool) -> Result<()> {
         &json!({
             "saes": saes, "out": res.out, "seconds": res.seconds,
             "train_tok_s": res.train_tok_s, "lm_positions": res.lm_positions,
+            "sweep_plot": res.sweep_plot,
         }),
         true,
     );
