@@ -61,17 +61,37 @@ pub fn top_k_row(row: &[f32], k: usize, allowed: Option<&[bool]>) -> Vec<(u32, f
     }
     // `best` is kept sorted descending; `floor` is the value to beat once it is full.
     let mut floor = 0.0f32;
-    for (i, &v) in row.iter().enumerate() {
-        if v <= floor || allowed.is_some_and(|a| !a[i]) {
-            continue;
-        }
+    let mut offer = |i: usize, v: f32, floor: &mut f32| {
         let at = best.partition_point(|&(_, b)| b >= v);
         best.insert(at, (i as u32, v));
         if best.len() > k {
             best.pop();
         }
         if best.len() == k {
-            floor = best[k - 1].1;
+            *floor = best[k - 1].1;
+        }
+    };
+    match allowed {
+        Some(a) => {
+            for (i, &v) in row.iter().enumerate() {
+                if v > floor && a[i] {
+                    offer(i, v, &mut floor);
+                }
+            }
+        }
+        None => {
+            // Most blocks of 16 hold nothing above the floor: one vectorised max skips them.
+            const B: usize = 16;
+            for (c, chunk) in row.chunks(B).enumerate() {
+                if chunk.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v)) <= floor {
+                    continue;
+                }
+                for (j, &v) in chunk.iter().enumerate() {
+                    if v > floor {
+                        offer(c * B + j, v, &mut floor);
+                    }
+                }
+            }
         }
     }
     best
