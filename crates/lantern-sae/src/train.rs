@@ -115,21 +115,44 @@ impl Moments {
 
     /// One bias-corrected Adam update of `p` with gradient `g`.
     fn step(&mut self, p: &mut [f32], g: &[f32], lr: f32, c: &TrainConfig, t: u64) {
-        let bc1 = 1.0 - c.beta1.powi(t as i32);
-        let bc2 = 1.0 - c.beta2.powi(t as i32);
-        let step = lr / bc1;
+        let k = AdamStep::new(lr, c, t);
         let chunk = 4096;
         p.par_chunks_mut(chunk)
             .zip(g.par_chunks(chunk))
             .zip(self.m.par_chunks_mut(chunk))
             .zip(self.v.par_chunks_mut(chunk))
-            .for_each(|(((p, g), m), v)| {
-                for i in 0..p.len() {
-                    m[i] = c.beta1 * m[i] + (1.0 - c.beta1) * g[i];
-                    v[i] = c.beta2 * v[i] + (1.0 - c.beta2) * g[i] * g[i];
-                    p[i] -= step * m[i] / ((v[i] / bc2).sqrt() + c.eps);
-                }
-            });
+            .for_each(|(((p, g), m), v)| k.apply(p, g, m, v));
+    }
+}
+
+/// The constants of one Adam step (bias corrections folded in), applied slice by slice.
+#[derive(Debug, Clone, Copy)]
+struct AdamStep {
+    beta1: f32,
+    beta2: f32,
+    eps: f32,
+    step: f32,
+    bc2: f32,
+}
+
+impl AdamStep {
+    fn new(lr: f32, c: &TrainConfig, t: u64) -> AdamStep {
+        let bc1 = 1.0 - c.beta1.powi(t as i32);
+        AdamStep {
+            beta1: c.beta1,
+            beta2: c.beta2,
+            eps: c.eps,
+            step: lr / bc1,
+            bc2: 1.0 - c.beta2.powi(t as i32),
+        }
+    }
+
+    fn apply(&self, p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32]) {
+        for i in 0..p.len() {
+            m[i] = self.beta1 * m[i] + (1.0 - self.beta1) * g[i];
+            v[i] = self.beta2 * v[i] + (1.0 - self.beta2) * g[i] * g[i];
+            p[i] -= self.step * m[i] / ((v[i] / self.bc2).sqrt() + self.eps);
+        }
     }
 }
 
@@ -293,9 +316,6 @@ impl Trainer {
             e.grad = dot(&w_dec[j * d..(j + 1) * d], g);
         });
         let g = &mut self.grads;
-        g.w_enc.par_iter_mut().for_each(|v| *v = 0.0);
-        g.w_dec.par_iter_mut().for_each(|v| *v = 0.0);
-        g.b_enc.iter_mut().for_each(|v| *v = 0.0);
         // b_dec: + Σ G over decodes that add it, - Σ_rows Σ_entries grad W_enc[j] (x - b_dec).
         let mut g_b_dec = vec![0f32; d];
         for (set, out) in outs.iter().enumerate() {
@@ -326,6 +346,10 @@ impl Trainer {
             .zip(b_enc_g.par_iter_mut())
             .enumerate()
             .for_each(|(j, ((ge, gd), gb))| {
+                // Every row is visited: zeroing here saves two passes over the gradients.
+                ge.fill(0.0);
+                gd.fill(0.0);
+                *gb = 0.0;
                 for &i in &order.items[order.starts[j]..order.starts[j + 1]] {
                     let e = &entries[i as usize];
                     let r = e.row as usize;
@@ -424,20 +448,34 @@ impl Trainer {
             g.w_dec.par_iter_mut().zip(&enc).for_each(|(a, b)| *a += b);
             g.w_enc = enc;
         }
-        if self.sae.cfg.normalize_decoder {
-            remove_parallel(&mut g.w_dec, &self.sae.w_dec, d);
-        }
         let (c, t) = (&self.cfg, self.step);
         let [m_we, m_be, m_wd, m_bd] = &mut self.adam;
         if !self.sae.cfg.tied {
             m_we.step(&mut self.sae.w_enc, &g.w_enc, lr, c, t);
         }
         m_be.step(&mut self.sae.b_enc, &g.b_enc, lr, c, t);
-        m_wd.step(&mut self.sae.w_dec, &g.w_dec, lr, c, t);
-        m_bd.step(&mut self.sae.b_dec, &g.b_dec, lr, c, t);
         if self.sae.cfg.normalize_decoder {
-            self.sae.normalize_decoder();
+            // One pass per decoder row: drop the gradient's component along the row, Adam,
+            // back to unit norm.
+            let k = AdamStep::new(lr, c, t);
+            self.sae
+                .w_dec
+                .par_chunks_mut(d)
+                .zip(g.w_dec.par_chunks_mut(d))
+                .zip(m_wd.m.par_chunks_mut(d))
+                .zip(m_wd.v.par_chunks_mut(d))
+                .for_each(|(((w, g), m), v)| {
+                    axpy(-dot(g, w), w, g);
+                    k.apply(w, g, m, v);
+                    let norm = w.iter().map(|x| x * x).sum::<f32>().sqrt();
+                    if norm > 0.0 {
+                        w.iter_mut().for_each(|x| *x /= norm);
+                    }
+                });
+        } else {
+            m_wd.step(&mut self.sae.w_dec, &g.w_dec, lr, c, t);
         }
+        m_bd.step(&mut self.sae.b_dec, &g.b_dec, lr, c, t);
         if self.sae.cfg.tied {
             self.sae.w_enc.copy_from_slice(&self.sae.w_dec);
         }
@@ -612,13 +650,6 @@ fn bucket_by_latent(entries: &[Entry], n: usize) -> Buckets {
         fill[j] += 1;
     }
     Buckets { starts, items }
-}
-
-/// Removes from each gradient row its component along the (unit) weight row.
-fn remove_parallel(g: &mut [f32], w: &[f32], d: usize) {
-    g.par_chunks_mut(d)
-        .zip(w.par_chunks(d))
-        .for_each(|(g, w)| axpy(-dot(g, w), w, g));
 }
 
 #[cfg(test)]
