@@ -167,16 +167,10 @@ pub struct TrainArgs {
 
 #[derive(Args)]
 pub struct EvalArgs {
-    /// SAE folder (with cfg.json and sae.safetensors).
-    #[arg(long)]
-    sae: PathBuf,
-    #[arg(long, default_value = DEFAULT_MODEL)]
-    model: String,
+    #[command(flatten)]
+    saved: SavedSae,
     #[arg(long, default_value = "sotu")]
     corpus: String,
-    /// Hook point (default: the one recorded in cfg.json).
-    #[arg(long)]
-    hookpoint: Option<String>,
     /// Tokens to evaluate on.
     #[arg(long, default_value_t = 32_768)]
     tokens: usize,
@@ -370,29 +364,44 @@ fn fmt(v: &serde_json::Value) -> String {
     v.as_f64().map_or("-".into(), |x| format!("{x:.4}"))
 }
 
-/// Loads an SAE folder and the model, and resolves the hook point (`hookpoint`, else the one
-/// recorded in the SAE's cfg.json): the start of every command that studies a saved SAE.
-pub(crate) fn load_sae_and_model(
-    dir: &std::path::Path,
-    model: &str,
-    hookpoint: Option<&str>,
-) -> Result<(Sae, runtime::Lm, HookPoint)> {
-    let sae = Sae::load(dir).with_context(|| format!("loading SAE {}", dir.display()))?;
-    let lm = runtime::load(model, WeightMode::Inference)
-        .with_context(|| format!("loading model {model}"))?;
-    let name = hookpoint.map_or_else(|| sae.cfg.hookpoint.clone(), str::to_string);
-    if name.is_empty() {
-        bail!(
-            "{}: cfg.json names no hook point: pass --hookpoint",
-            dir.display()
-        );
+/// A saved SAE and the model it reads: the arguments of every command that studies one.
+#[derive(Args)]
+pub struct SavedSae {
+    /// SAE folder (cfg.json + sae.safetensors).
+    #[arg(long)]
+    pub sae: PathBuf,
+    #[arg(long, default_value = DEFAULT_MODEL)]
+    pub model: String,
+    /// Hook point (default: the one recorded in cfg.json).
+    #[arg(long)]
+    pub hookpoint: Option<String>,
+}
+
+impl SavedSae {
+    /// Loads the SAE and the model and resolves the hook point (`--hookpoint`, else the one
+    /// recorded in the SAE's cfg.json).
+    pub fn load(&self) -> Result<(Sae, runtime::Lm, HookPoint)> {
+        let dir = &self.sae;
+        let sae = Sae::load(dir).with_context(|| format!("loading SAE {}", dir.display()))?;
+        let lm = runtime::load(&self.model, WeightMode::Inference)
+            .with_context(|| format!("loading model {}", self.model))?;
+        let name = self
+            .hookpoint
+            .clone()
+            .unwrap_or_else(|| sae.cfg.hookpoint.clone());
+        if name.is_empty() {
+            bail!(
+                "{}: cfg.json names no hook point: pass --hookpoint",
+                dir.display()
+            );
+        }
+        let point = parse_points(&[name], lm.model.cfg.n_layers)?[0];
+        Ok((sae, lm, point))
     }
-    let point = parse_points(&[name], lm.model.cfg.n_layers)?[0];
-    Ok((sae, lm, point))
 }
 
 fn eval(a: EvalArgs, json: bool) -> Result<()> {
-    let (sae, lm, point) = load_sae_and_model(&a.sae, &a.model, a.hookpoint.as_deref())?;
+    let (sae, lm, point) = a.saved.load()?;
     let corpus = Corpus::open(&a.corpus)?;
     let n = a.tokens.div_ceil(a.ctx_len.saturating_sub(1).max(1)).max(1);
     let w = windows(&lm, &corpus, a.ctx_len, a.skip_windows, Some(n))?.windows;

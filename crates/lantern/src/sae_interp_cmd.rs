@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use crate::output::print;
-use crate::sae_cmd::load_sae_and_model;
+use crate::sae_cmd::SavedSae;
 
 /// Which chat endpoint judges.
 #[derive(Args, Clone)]
@@ -70,14 +70,9 @@ impl LlmArgs {
 
 #[derive(Args)]
 pub struct ExplainArgs {
-    /// SAE folder (cfg.json + sae.safetensors).
-    #[arg(long)]
-    sae: PathBuf,
-    #[arg(long, default_value = DEFAULT_MODEL)]
-    model: String,
-    /// Hook point (default: the one recorded in cfg.json).
-    #[arg(long)]
-    hookpoint: Option<String>,
+    /// The SAE (its hook point is the one studied) and the model.
+    #[command(flatten)]
+    saved: SavedSae,
     #[arg(long, default_value = "sotu")]
     corpus: String,
     /// Tokens of the corpus to find examples in.
@@ -150,7 +145,7 @@ fn bar(total: usize, what: &str) -> ProgressBar {
 }
 
 pub fn explain(a: ExplainArgs, json: bool) -> Result<()> {
-    let (sae, lm, point) = load_sae_and_model(&a.sae, &a.model, a.hookpoint.as_deref())?;
+    let (sae, lm, point) = a.saved.load()?;
     if a.window == 0 || a.latents == 0 {
         bail!("--window and --latents must be positive");
     }
@@ -186,7 +181,7 @@ pub fn explain(a: ExplainArgs, json: bool) -> Result<()> {
     let out = a
         .out
         .clone()
-        .unwrap_or_else(|| a.sae.join("interp").join("explanations.json"));
+        .unwrap_or_else(|| a.saved.sae.join("interp").join("explanations.json"));
     if let Some(dir) = out.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
@@ -204,8 +199,8 @@ pub fn explain(a: ExplainArgs, json: bool) -> Result<()> {
     }
     b.finish_and_clear();
     let file = Explanations {
-        sae: a.sae.clone(),
-        model: a.model.clone(),
+        sae: a.saved.sae.clone(),
+        model: a.saved.model.clone(),
         hookpoint: point.to_string(),
         llm: format!("{} at {}", a.llm.llm_model, client.base()),
         config: cfg,

@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use lantern_lm::runtime::{self, DEFAULT_MODEL};
+use lantern_lm::runtime;
 use lantern_sae::basis::Basis;
 use lantern_sae::corpus::Corpus;
 use lantern_sae::patch::{ioi_pairs, Ioi, PatchConfig, PatchCurve};
@@ -17,18 +17,13 @@ use lantern_sae::source::{kept_activations, windows};
 use serde_json::json;
 
 use crate::output::print;
-use crate::sae_cmd::load_sae_and_model;
+use crate::sae_cmd::SavedSae;
 
 #[derive(Args)]
 pub struct PatchArgs {
-    /// SAE folder (cfg.json + sae.safetensors); its hook point is patched.
-    #[arg(long)]
-    sae: PathBuf,
-    #[arg(long, default_value = DEFAULT_MODEL)]
-    model: String,
-    /// Hook point (default: the one recorded in cfg.json).
-    #[arg(long)]
-    hookpoint: Option<String>,
+    /// The SAE (its hook point is the one studied) and the model.
+    #[command(flatten)]
+    saved: SavedSae,
     /// IOI prompt pairs.
     #[arg(long, default_value_t = 16)]
     prompts: usize,
@@ -59,15 +54,15 @@ pub struct PatchArgs {
 
 pub fn patch(a: PatchArgs, json: bool) -> Result<()> {
     let t0 = Instant::now();
-    let (sae, lm, point) = load_sae_and_model(&a.sae, &a.model, a.hookpoint.as_deref())?;
+    let (sae, lm, point) = a.saved.load()?;
     let pairs = ioi_pairs(&lm, a.prompts, a.seed)?;
     let ioi = Ioi::new(&lm, point, pairs)?;
     if ioi.d() != sae.cfg.d_in {
         bail!(
             "{}: SAE reads width {}, but {point} of {} has width {}",
-            a.sae.display(),
+            a.saved.sae.display(),
             sae.cfg.d_in,
-            a.model,
+            a.saved.model,
             ioi.d()
         );
     }
@@ -105,7 +100,7 @@ pub fn patch(a: PatchArgs, json: bool) -> Result<()> {
         );
         curves.push(c);
     }
-    let out = a.out.clone().unwrap_or_else(|| a.sae.join("patch"));
+    let out = a.out.clone().unwrap_or_else(|| a.saved.sae.join("patch"));
     std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
     let result = json!({
         "hookpoint": point.to_string(), "prompts": ioi.pairs.len(),
