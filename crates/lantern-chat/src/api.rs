@@ -37,8 +37,8 @@ impl Stop {
     }
 }
 
-/// A chat-completions request.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// A chat-completions request (`Default`: no messages, every option unset).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct ChatRequest {
     #[serde(default)]
     pub model: String,

@@ -71,16 +71,9 @@ impl Client {
         temperature: f64,
     ) -> Result<String> {
         let req = ChatRequest {
-            model: self.model.clone(),
-            messages: messages.to_vec(),
             max_tokens: Some(max_tokens),
             temperature: Some(temperature),
-            top_p: None,
-            seed: Some(0),
-            stop: None,
-            stream: Some(false),
-            logprobs: None,
-            top_logprobs: None,
+            ..self.request(messages)
         };
         let resp = self.complete(&req)?;
         resp.choices
@@ -101,16 +94,11 @@ impl Client {
         top: usize,
     ) -> Result<(String, Vec<(String, f64)>)> {
         let req = ChatRequest {
-            model: self.model.clone(),
-            messages: messages.to_vec(),
             max_tokens: Some(1),
             temperature: Some(0.0),
-            top_p: None,
-            seed: Some(0),
-            stop: None,
-            stream: Some(false),
             logprobs: Some(true),
             top_logprobs: Some(top),
+            ..self.request(messages)
         };
         let resp = self.complete(&req)?;
         let Some(choice) = resp.choices.into_iter().next() else {
@@ -130,6 +118,17 @@ impl Client {
             })
             .unwrap_or_default();
         Ok((choice.message.content, tops))
+    }
+
+    /// A non-streaming request for `messages` to this client's model, seed 0.
+    fn request(&self, messages: &[Message]) -> ChatRequest {
+        ChatRequest {
+            model: self.model.clone(),
+            messages: messages.to_vec(),
+            seed: Some(0),
+            stream: Some(false),
+            ..ChatRequest::default()
+        }
     }
 
     fn url(&self) -> String {

@@ -61,12 +61,8 @@ fn serves_chat_completions_like_a_direct_generation() {
         messages: vec![Message::new("user", question)],
         max_tokens: Some(12),
         temperature: Some(0.0),
-        top_p: None,
-        seed: None,
         stop: Some(Stop::One(word.clone())),
-        stream: None,
-        logprobs: None,
-        top_logprobs: None,
+        ..ChatRequest::default()
     };
     let r = client.complete(&req).unwrap();
     let u = r.usage.unwrap();

@@ -5,7 +5,7 @@
 
 use lantern_chat::{Client, Message};
 use rand::seq::SliceRandom;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::examples::{mark, rng, Example, Record};
 use crate::{Result, SaeError};
@@ -96,7 +96,7 @@ pub fn parse_level(reply: &str) -> Option<f64> {
 }
 
 /// Scores of one explanation.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Scores {
     /// Balanced accuracy telling activating from non-activating windows (P(yes) > 0.5).
     pub detection: f64,

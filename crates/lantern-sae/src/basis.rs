@@ -150,6 +150,30 @@ impl Basis<'_> {
         }
     }
 
+    /// Coefficient `i` alone for each row of `x` (`[n]`): for a linear basis, `n` dot products
+    /// instead of all of [`Basis::coefficients`].
+    pub fn coefficient(&self, i: usize, x: &[f32]) -> Vec<f32> {
+        match self {
+            Basis::Sae(s) => self
+                .coefficients(x)
+                .chunks_exact(s.cfg.num_latents)
+                .map(|r| r[i])
+                .collect(),
+            Basis::Linear { center, d, .. } => {
+                let dir = self.direction(i);
+                x.chunks_exact(*d)
+                    .map(|row| {
+                        row.iter()
+                            .zip(center)
+                            .zip(dir)
+                            .map(|((&x, &c), &u)| (x - c) * u)
+                            .sum()
+                    })
+                    .collect()
+            }
+        }
+    }
+
     /// Direction `i` (`[d_in]`): what one unit of coefficient `i` adds to an activation.
     pub fn direction(&self, i: usize) -> &[f32] {
         match self {
@@ -469,5 +493,12 @@ mod tests {
         }
         let n = Basis::neurons(3);
         assert_eq!(n.coefficients(&[1.0, -2.0, 3.0]), vec![1.0, -2.0, 3.0]);
+        // One coefficient alone equals its column of all of them.
+        let x: Vec<f32> = (0..24).map(|i| i as f32 * 0.5 - 4.0).collect();
+        let all = b.coefficients(&x);
+        let col: Vec<f32> = all.chunks_exact(8).map(|r| r[5]).collect();
+        for (a, c) in b.coefficient(5, &x).iter().zip(&col) {
+            assert!((a - c).abs() < 1e-4, "{a} vs {c}");
+        }
     }
 }

@@ -127,9 +127,13 @@ fn run(
     };
     let points: Vec<HookPoint> = [Some(point), mlp].into_iter().flatten().collect();
     let d_ff = lm.model.cfg.d_ff;
-    let mut chosen: Vec<usize> = (0..d_ff).collect();
+    let mut chosen: Vec<usize> = if mlp.is_some() {
+        (0..d_ff).collect()
+    } else {
+        Vec::new()
+    };
     chosen.shuffle(rng);
-    chosen.truncate((cfg.per_basis * 3).min(d_ff));
+    chosen.truncate(cfg.per_basis * 3);
     let mut pass = Pass {
         tokens: Vec::new(),
         kept: Vec::new(),
@@ -154,13 +158,10 @@ fn run(
                 pass.x
                     .extend_from_slice(&x[row * pass.d..(row + 1) * pass.d]);
                 for (i, col) in pass.neurons.iter_mut() {
-                    col.push(m.get(row * d_ff + *i).copied().unwrap_or(0.0));
+                    col.push(m[row * d_ff + *i]);
                 }
             }
         }
-    }
-    if mlp.is_none() {
-        pass.neurons.clear();
     }
     Ok(pass)
 }
@@ -234,24 +235,7 @@ fn dense_columns(
     let mut idx: Vec<usize> = (0..basis.len()).collect();
     idx.shuffle(rng);
     idx.truncate(want);
-    let Basis::Linear { center, .. } = basis else {
-        return Vec::new();
-    };
-    idx.iter()
-        .map(|&i| {
-            let dir = basis.direction(i);
-            let col = pass
-                .x
-                .chunks_exact(pass.d)
-                .map(|row| {
-                    row.iter()
-                        .zip(center)
-                        .zip(dir)
-                        .map(|((&x, &c), &u)| (x - c) * u)
-                        .sum()
-                })
-                .collect();
-            (i, col)
-        })
+    idx.into_iter()
+        .map(|i| (i, basis.coefficient(i, &pass.x)))
         .collect()
 }

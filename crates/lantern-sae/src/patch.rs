@@ -11,7 +11,7 @@
 use std::collections::BTreeMap;
 
 use candle_core::Tensor;
-use lantern_lm::runtime::Lm;
+use lantern_lm::runtime::{pad_batch, Lm};
 use lantern_lm::{BlockSite, HookPoint, Hooks, LogitsFor};
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
@@ -163,11 +163,20 @@ pub struct PatchCurve {
     pub steps: Vec<PatchStep>,
 }
 
-/// A direction with its coefficient change per pair and position.
-struct Candidate {
+/// Tokens per forward pass when rerunning (rows of several candidate sets go together).
+const MAX_TOKENS: usize = 2048;
+
+/// A direction whose coefficient differs between the runs, with that change per pair and
+/// position.
+struct Candidate<'b> {
+    /// Its index in the basis.
     dir: usize,
+    /// The direction itself (`[d]`).
+    vector: &'b [f32],
     /// Per pair, `[T_p]`: corrupted minus clean coefficient.
     diffs: Vec<Vec<f32>>,
+    /// Size of the change as an edit: ‖Δcoef‖ · ‖direction‖.
+    norm: f64,
 }
 
 /// Clean and corrupted activations at one hook point, and a way to rerun the model from there.
@@ -187,8 +196,6 @@ pub struct Ioi<'a> {
     pub metric_replayed: f64,
     /// ‖corrupt − clean‖ over all positions.
     diff_norm: f64,
-    /// Tokens per forward pass when rerunning (rows of several candidate sets go together).
-    pub max_tokens: usize,
 }
 
 impl<'a> Ioi<'a> {
@@ -205,30 +212,11 @@ impl<'a> Ioi<'a> {
         let (mut mc, mut mr) = (0.0, 0.0);
         let mut d = 0;
         for g in &groups {
-            for (which, store, sum) in [(0, &mut clean, &mut mc), (1, &mut corrupt, &mut mr)] {
-                let seqs: Vec<&[u32]> = g
-                    .iter()
-                    .map(|&i| {
-                        if which == 0 {
-                            pairs[i].clean.as_slice()
-                        } else {
-                            pairs[i].corrupt.as_slice()
-                        }
-                    })
-                    .collect();
-                let ids = ids_tensor(lm, &seqs)?;
-                let mut hooks = Hooks::new().read(point);
-                let logits = lm.model.forward(&ids, None, &mut hooks, LogitsFor::Last)?;
-                let act = hooks.take(point).expect("hook point read");
-                d = act.dim(2)?;
-                let t = act.dim(1)?;
-                let flat = act.flatten_all()?.to_vec1::<f32>()?;
-                for (r, &i) in g.iter().enumerate() {
-                    store[i] = flat[r * t * d..(r + 1) * t * d].to_vec();
-                }
-                let lds = logit_diffs(&logits.expect("logits"), g.iter().map(|&i| &pairs[i]))?;
-                *sum += lds.iter().sum::<f64>();
-            }
+            let (acts, width, ld) = run_group(lm, point, &pairs, g, |p| &p.clean)?;
+            g.iter().zip(acts).for_each(|(&i, a)| clean[i] = a);
+            let (acts, _, lr) = run_group(lm, point, &pairs, g, |p| &p.corrupt)?;
+            g.iter().zip(acts).for_each(|(&i, a)| corrupt[i] = a);
+            (d, mc, mr) = (width, mc + ld, mr + lr);
         }
         let n = pairs.len() as f64;
         let diff_norm = clean
@@ -250,7 +238,6 @@ impl<'a> Ioi<'a> {
             metric_corrupt: mr / n,
             metric_replayed: f64::NAN,
             diff_norm,
-            max_tokens: 2048,
         };
         ioi.metric_replayed = ioi.evaluate(&[], &[vec![]])?[0];
         Ok(ioi)
@@ -261,26 +248,16 @@ impl<'a> Ioi<'a> {
         self.d
     }
 
-    /// All clean and corrupted activation rows (`[rows, d]`), e.g. to fit a basis to.
-    pub fn rows(&self) -> Vec<f32> {
-        self.clean
-            .iter()
-            .chain(&self.corrupt)
-            .flatten()
-            .copied()
-            .collect()
-    }
-
     fn recovered(&self, metric: f64) -> f64 {
         (self.metric_clean - metric) / (self.metric_clean - self.metric_corrupt)
     }
 
     /// Mean logit difference for each set of candidates patched into the clean run.
-    fn evaluate(&self, cands: &[(Candidate, &[f32])], sets: &[Vec<usize>]) -> Result<Vec<f64>> {
+    fn evaluate(&self, cands: &[Candidate<'_>], sets: &[Vec<usize>]) -> Result<Vec<f64>> {
         let mut sums = vec![0.0; sets.len()];
         for g in &self.groups {
             let t = self.pairs[g[0]].clean.len();
-            let rows_per_pass = (self.max_tokens / t).max(g.len());
+            let rows_per_pass = (MAX_TOKENS / t).max(g.len());
             let sets_per_pass = (rows_per_pass / g.len()).max(1);
             for (chunk_i, chunk) in sets.chunks(sets_per_pass).enumerate() {
                 let mut acts = Vec::with_capacity(chunk.len() * g.len() * t * self.d);
@@ -300,14 +277,14 @@ impl<'a> Ioi<'a> {
     }
 
     /// Pair `p`'s clean activations with the set's coefficient changes added.
-    fn patched(&self, p: usize, cands: &[(Candidate, &[f32])], set: &[usize]) -> Vec<f32> {
+    fn patched(&self, p: usize, cands: &[Candidate<'_>], set: &[usize]) -> Vec<f32> {
         let mut x = self.clean[p].clone();
         for &c in set {
-            let (cand, dir) = &cands[c];
+            let cand = &cands[c];
             for (row, &k) in x.chunks_exact_mut(self.d).zip(&cand.diffs[p]) {
                 if k != 0.0 {
                     row.iter_mut()
-                        .zip(dir.iter())
+                        .zip(cand.vector)
                         .for_each(|(v, &u)| *v += k * u);
                 }
             }
@@ -316,7 +293,7 @@ impl<'a> Ioi<'a> {
     }
 
     /// ‖Σ edits‖ / ‖corrupt − clean‖ for one set.
-    fn edit_size(&self, cands: &[(Candidate, &[f32])], set: &[usize]) -> f64 {
+    fn edit_size(&self, cands: &[Candidate<'_>], set: &[usize]) -> f64 {
         let mut total = 0.0;
         for p in 0..self.pairs.len() {
             let x = self.patched(p, cands, set);
@@ -354,10 +331,10 @@ impl<'a> Ioi<'a> {
                     .forward_from_layer(layer, &x, &mut Hooks::new(), LogitsFor::Last)?
             }
             None => {
-                let seqs: Vec<&[u32]> = (0..sets)
-                    .flat_map(|_| g.iter().map(|&i| self.pairs[i].clean.as_slice()))
+                let seqs: Vec<Vec<u32>> = (0..sets)
+                    .flat_map(|_| g.iter().map(|&i| self.pairs[i].clean.clone()))
                     .collect();
-                let ids = ids_tensor(self.lm, &seqs)?;
+                let ids = pad_batch(&self.lm.model, &seqs)?;
                 let mut hooks = Hooks::new().replace(self.point, x);
                 self.lm
                     .model
@@ -379,23 +356,16 @@ impl<'a> Ioi<'a> {
                 self.d
             )));
         }
-        let (changed, norms, all) = self.candidates(basis);
-        let mut order: Vec<usize> = (0..changed.len()).collect();
-        order.sort_by(|&a, &b| norms[b].total_cmp(&norms[a]));
+        let cands = self.candidates(basis);
+        let mut order: Vec<usize> = (0..cands.len()).collect();
+        order.sort_by(|&a, &b| cands[b].norm.total_cmp(&cands[a].norm));
         order.truncate(cfg.candidates);
-        let all_cands: Vec<(Candidate, &[f32])> = all
-            .into_iter()
-            .map(|c| {
-                let dir = basis.direction(c.dir);
-                (c, dir)
-            })
-            .collect();
-        let every: Vec<usize> = (0..all_cands.len()).collect();
-        let all_metric = self.evaluate(&all_cands, std::slice::from_ref(&every))?[0];
-        let all_edit = self.edit_size(&all_cands, &every);
+        let every: Vec<usize> = (0..cands.len()).collect();
+        let all_metric = self.evaluate(&cands, std::slice::from_ref(&every))?[0];
+        let all_edit = self.edit_size(&cands, &every);
         // Single effects of the largest changes, then the greedy search over the strongest.
         let singles: Vec<Vec<usize>> = order.iter().map(|&c| vec![c]).collect();
-        let single = self.evaluate(&all_cands, &singles)?;
+        let single = self.evaluate(&cands, &singles)?;
         let mut pool: Vec<(usize, f64)> = order.iter().copied().zip(single).collect();
         pool.sort_by(|a, b| a.1.total_cmp(&b.1));
         pool.truncate(cfg.pool);
@@ -417,7 +387,7 @@ impl<'a> Ioi<'a> {
                 .iter()
                 .map(|&c| chosen.iter().copied().chain([c]).collect())
                 .collect();
-            let ms = self.evaluate(&all_cands, &sets)?;
+            let ms = self.evaluate(&cands, &sets)?;
             let (best, &metric) = ms
                 .iter()
                 .enumerate()
@@ -426,16 +396,16 @@ impl<'a> Ioi<'a> {
             chosen.push(rest[best]);
             steps.push(PatchStep {
                 n,
-                direction: Some(all_cands[rest[best]].0.dir),
+                direction: Some(cands[rest[best]].dir),
                 metric,
                 recovered: self.recovered(metric),
-                edit: self.edit_size(&all_cands, &chosen),
+                edit: self.edit_size(&cands, &chosen),
             });
         }
         Ok(PatchCurve {
             basis: basis.name().to_string(),
             directions: basis.len(),
-            changed: changed.len(),
+            changed: cands.len(),
             all_metric,
             all_recovered: self.recovered(all_metric),
             all_edit,
@@ -443,9 +413,8 @@ impl<'a> Ioi<'a> {
         })
     }
 
-    /// Directions whose coefficient changes between the runs: their indices, the size of each
-    /// change as an edit (‖Δcoef‖·‖direction‖), and the candidates themselves.
-    fn candidates(&self, basis: &Basis<'_>) -> (Vec<usize>, Vec<f64>, Vec<Candidate>) {
+    /// Directions whose coefficient changes between the runs anywhere.
+    fn candidates<'b>(&self, basis: &'b Basis<'_>) -> Vec<Candidate<'b>> {
         let m = basis.len();
         let per_pair: Vec<(Vec<f32>, Vec<f32>)> = (0..self.pairs.len())
             .map(|p| {
@@ -461,38 +430,49 @@ impl<'a> Ioi<'a> {
                 sq[k % m] += ((b - a) as f64).powi(2);
             }
         }
-        let changed: Vec<usize> = (0..m).filter(|&i| sq[i] > 0.0).collect();
-        let norms = changed
-            .iter()
-            .map(|&i| {
-                let u: f64 = basis.direction(i).iter().map(|&v| (v as f64).powi(2)).sum();
-                (sq[i] * u).sqrt()
+        (0..m)
+            .filter(|&i| sq[i] > 0.0)
+            .map(|i| {
+                let vector = basis.direction(i);
+                let u: f64 = vector.iter().map(|&v| (v as f64).powi(2)).sum();
+                Candidate {
+                    dir: i,
+                    vector,
+                    diffs: per_pair
+                        .iter()
+                        .map(|(c, r)| {
+                            c.chunks_exact(m)
+                                .zip(r.chunks_exact(m))
+                                .map(|(a, b)| b[i] - a[i])
+                                .collect()
+                        })
+                        .collect(),
+                    norm: (sq[i] * u).sqrt(),
+                }
             })
-            .collect();
-        let cands = changed
-            .iter()
-            .map(|&i| Candidate {
-                dir: i,
-                diffs: per_pair
-                    .iter()
-                    .map(|(c, r)| {
-                        c.chunks_exact(m)
-                            .zip(r.chunks_exact(m))
-                            .map(|(a, b)| b[i] - a[i])
-                            .collect()
-                    })
-                    .collect(),
-            })
-            .collect();
-        (changed, norms, cands)
+            .collect()
     }
 }
 
-/// Equal-length sequences as a `[rows, t]` id tensor.
-fn ids_tensor(lm: &Lm, seqs: &[&[u32]]) -> Result<Tensor> {
-    let t = seqs[0].len();
-    let flat: Vec<u32> = seqs.iter().flat_map(|s| s.iter().copied()).collect();
-    Ok(Tensor::from_vec(flat, (seqs.len(), t), lm.model.device())?)
+/// Runs one side (clean or corrupted, picked by `side`) of the equal-length pairs `g`: their
+/// activations at `point` (`[T, d]` each), the width `d`, and the summed logit difference.
+fn run_group(
+    lm: &Lm,
+    point: HookPoint,
+    pairs: &[IoiPair],
+    g: &[usize],
+    side: fn(&IoiPair) -> &Vec<u32>,
+) -> Result<(Vec<Vec<f32>>, usize, f64)> {
+    let seqs: Vec<Vec<u32>> = g.iter().map(|&i| side(&pairs[i]).clone()).collect();
+    let ids = pad_batch(&lm.model, &seqs)?;
+    let mut hooks = Hooks::new().read(point);
+    let logits = lm.model.forward(&ids, None, &mut hooks, LogitsFor::Last)?;
+    let act = hooks.take(point).expect("hook point read");
+    let (_, t, d) = act.dims3()?;
+    let flat = act.flatten_all()?.to_vec1::<f32>()?;
+    let acts = flat.chunks_exact(t * d).map(<[f32]>::to_vec).collect();
+    let lds = logit_diffs(&logits.expect("logits"), g.iter().map(|&i| &pairs[i]))?;
+    Ok((acts, d, lds.iter().sum()))
 }
 
 /// `logit(IO) - logit(S)` per row of last-position logits `[rows, 1, vocab]`.

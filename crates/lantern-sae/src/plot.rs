@@ -3,6 +3,8 @@
 
 use std::fmt::Write;
 
+use crate::report::esc;
+
 /// One named line of `(x, y)` points.
 pub struct Series {
     pub name: String,
@@ -118,12 +120,6 @@ fn tick(v: f64) -> String {
     } else {
         format!("{v:.2}")
     }
-}
-
-fn esc(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
 }
 
 #[cfg(test)]

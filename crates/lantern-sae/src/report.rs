@@ -132,7 +132,8 @@ fn pick_latents(f: &Firings, want: usize) -> Vec<u32> {
     out
 }
 
-fn esc(s: &str) -> String {
+/// `s` escaped for HTML and SVG text and attributes.
+pub(crate) fn esc(s: &str) -> String {
     s.replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")

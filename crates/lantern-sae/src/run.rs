@@ -169,7 +169,7 @@ pub fn train(lm: &Lm, cfg: &RunConfig) -> Result<RunResult> {
             st.windows_done
         );
     }
-    let bar = progress_bar(cfg.tokens, tokens);
+    let bar = progress_bar(cfg.tokens, tokens, "tokens");
     let train_start = Instant::now();
     let tokens_at_start = tokens;
     while tokens < cfg.tokens {
@@ -564,12 +564,14 @@ fn checkpoint(
     )
 }
 
-fn progress_bar(total: u64, at: u64) -> ProgressBar {
+/// A progress bar on stderr counting `unit`s, started at `at` (a resumed run): the one style of
+/// every long SAE job.
+pub fn progress_bar(total: u64, at: u64, unit: &str) -> ProgressBar {
     let bar = ProgressBar::new(total);
     bar.set_style(
-        ProgressStyle::with_template(
-            "{elapsed_precise} [{bar:30}] {pos}/{len} tokens ({per_sec}, eta {eta}) {msg}",
-        )
+        ProgressStyle::with_template(&format!(
+            "{{elapsed_precise}} [{{bar:30}}] {{pos}}/{{len}} {unit} ({{per_sec}}, eta {{eta}}) {{msg}}"
+        ))
         .expect("valid template")
         .progress_chars("=> "),
     );

@@ -240,11 +240,6 @@ impl Sae {
         (out, enc.codes)
     }
 
-    /// Scales decoder rows to unit norm (zero rows stay zero).
-    pub fn normalize_decoder(&mut self) {
-        normalize_rows(&mut self.w_dec, self.cfg.d_in);
-    }
-
     /// Writes `dir/cfg.json` and `dir/sae.safetensors` in sparsify's layout, atomically.
     pub fn save(&self, dir: &Path) -> Result<()> {
         std::fs::create_dir_all(dir).map_err(|e| SaeError::io(dir, e))?;
@@ -354,12 +349,15 @@ fn relu_codes(pre: &[f32], n: usize) -> Codes {
 
 /// Scales each row of a `[_, d]` matrix to unit norm.
 pub fn normalize_rows(m: &mut [f32], d: usize) {
-    m.par_chunks_mut(d).for_each(|r| {
-        let norm = r.iter().map(|x| x * x).sum::<f32>().sqrt();
-        if norm > 0.0 {
-            r.iter_mut().for_each(|x| *x /= norm);
-        }
-    });
+    m.par_chunks_mut(d).for_each(normalize_row);
+}
+
+/// Scales one row to unit norm (a zero row stays zero).
+pub fn normalize_row(r: &mut [f32]) {
+    let norm = r.iter().map(|x| x * x).sum::<f32>().sqrt();
+    if norm > 0.0 {
+        r.iter_mut().for_each(|x| *x /= norm);
+    }
 }
 
 /// sparsify's cfg.json to our config: its keys, with ours optional.

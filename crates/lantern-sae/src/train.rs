@@ -19,7 +19,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Result, SaeError};
 use crate::linalg::{axpy, dot, matmul, matmul_into, Mat};
-use crate::sae::{read_safetensors, write_atomic, write_safetensors, Activation, Sae};
+use crate::sae::{
+    normalize_row, read_safetensors, write_atomic, write_safetensors, Activation, Sae,
+};
 use crate::topk::{top_k, Codes};
 
 /// Optimiser and schedule settings.
@@ -467,10 +469,7 @@ impl Trainer {
                 .for_each(|(((w, g), m), v)| {
                     axpy(-dot(g, w), w, g);
                     k.apply(w, g, m, v);
-                    let norm = w.iter().map(|x| x * x).sum::<f32>().sqrt();
-                    if norm > 0.0 {
-                        w.iter_mut().for_each(|x| *x /= norm);
-                    }
+                    normalize_row(w);
                 });
         } else {
             m_wd.step(&mut self.sae.w_dec, &g.w_dec, lr, c, t);

@@ -6,7 +6,6 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use indicatif::{ProgressBar, ProgressStyle};
 use lantern_chat::server::Server;
 use lantern_chat::Client;
 use lantern_lm::model::WeightMode;
@@ -15,6 +14,7 @@ use lantern_sae::autointerp::{self, Scores};
 use lantern_sae::corpus::Corpus;
 use lantern_sae::examples::{ExampleConfig, Record};
 use lantern_sae::interp::{collect, CollectConfig};
+use lantern_sae::run::progress_bar;
 use lantern_sae::sae::write_atomic;
 use lantern_sae::source::windows;
 use serde::{Deserialize, Serialize};
@@ -132,23 +132,11 @@ struct Explanations {
     records: Vec<Record>,
 }
 
-fn bar(total: usize, what: &str) -> ProgressBar {
-    let b = ProgressBar::new(total as u64);
-    b.set_style(
-        ProgressStyle::with_template(&format!(
-            "{{elapsed_precise}} [{{bar:30}}] {{pos}}/{{len}} {what} (eta {{eta}}) {{msg}}"
-        ))
-        .expect("valid template")
-        .progress_chars("=> "),
-    );
-    b
-}
-
 pub fn explain(a: ExplainArgs, json: bool) -> Result<()> {
-    let (sae, lm, point) = a.saved.load()?;
     if a.window == 0 || a.latents == 0 {
         bail!("--window and --latents must be positive");
     }
+    let (sae, lm, point) = a.saved.load()?;
     let ctx = 1 + (256 / a.window).max(1) * a.window;
     let corpus = Corpus::open(&a.corpus)?;
     let n = a.tokens.div_ceil(ctx - 1).max(1);
@@ -185,7 +173,7 @@ pub fn explain(a: ExplainArgs, json: bool) -> Result<()> {
     if let Some(dir) = out.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
-    let b = bar(records.len(), "explained");
+    let b = progress_bar(records.len() as u64, 0, "explained");
     let mut failed = 0;
     for r in records.iter_mut() {
         match autointerp::explain(&client, r) {
@@ -234,12 +222,8 @@ struct Scored {
     basis: String,
     index: usize,
     explanation: String,
-    detection: f64,
-    detection_auc: f64,
-    fuzzing: f64,
-    fuzzing_auc: f64,
-    simulation: f64,
-    unparsed: usize,
+    #[serde(flatten)]
+    scores: Scores,
 }
 
 /// Mean and standard error of each score for one basis.
@@ -276,11 +260,11 @@ fn summarize(scored: &[Scored]) -> BTreeMap<String, Summary> {
     by.into_iter()
         .map(|(b, v)| {
             let pick = |f: fn(&Scored) -> f64| mean_se(&v.iter().map(|s| f(s)).collect::<Vec<_>>());
-            let (d, dse) = pick(|s| s.detection);
-            let (f, fse) = pick(|s| s.fuzzing);
-            let (da, dase) = pick(|s| s.detection_auc);
-            let (fa, fase) = pick(|s| s.fuzzing_auc);
-            let (m, mse) = pick(|s| s.simulation);
+            let (d, dse) = pick(|s| s.scores.detection);
+            let (f, fse) = pick(|s| s.scores.fuzzing);
+            let (da, dase) = pick(|s| s.scores.detection_auc);
+            let (fa, fase) = pick(|s| s.scores.fuzzing_auc);
+            let (m, mse) = pick(|s| s.scores.simulation);
             (
                 b,
                 Summary {
@@ -338,32 +322,19 @@ pub fn score(a: ScoreArgs, json: bool) -> Result<()> {
                 .any(|s| s.basis == r.basis && s.index == r.index)
         })
         .collect();
-    let b = bar(todo.len(), "scored");
+    let b = progress_bar(todo.len() as u64, 0, "scored");
     let mut failed = 0;
     let mut requests = 0;
     for r in todo {
         let expl = r.explanation.clone().unwrap_or_default();
         match autointerp::score(&client, r, &expl, a.seed) {
-            Ok(Scores {
-                detection,
-                detection_auc,
-                fuzzing,
-                fuzzing_auc,
-                simulation,
-                unparsed,
-                requests: n,
-            }) => {
-                requests += n;
+            Ok(scores) => {
+                requests += scores.requests;
                 scored.push(Scored {
                     basis: r.basis.clone(),
                     index: r.index,
                     explanation: expl,
-                    detection,
-                    detection_auc,
-                    fuzzing,
-                    fuzzing_auc,
-                    simulation,
-                    unparsed,
+                    scores,
                 });
                 // Written after every record: an interrupted run resumes with --resume.
                 let partial = json!({ "records": scored, "summary": summarize(&scored) });
