@@ -15,6 +15,7 @@ pub mod classifier;
 pub mod dedup;
 pub mod extract;
 pub mod html;
+mod html_entities;
 pub mod langid;
 pub mod mathml;
 pub mod minhash;
