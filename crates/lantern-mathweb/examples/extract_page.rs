@@ -1,6 +1,8 @@
 //! Prints the extraction of one HTML file (a quick look while developing).
 fn main() {
-    let path = std::env::args().nth(1).expect("usage: extract_page FILE.html");
+    let path = std::env::args()
+        .nth(1)
+        .expect("usage: extract_page FILE.html");
     let bytes = std::fs::read(&path).expect("read");
     let html = String::from_utf8_lossy(&bytes);
     match lantern_mathweb::extract::extract(&html, &Default::default()) {

@@ -6,6 +6,8 @@
 //! code, following OpenWebMath's phrase scoring.
 
 use crate::html::{Document, NodeId};
+use aho_corasick::{AhoCorasick, MatchKind};
+use std::sync::OnceLock;
 
 /// Class or id words that mark navigation and page furniture.
 const FURNITURE_WORDS: &[&str] = &[
@@ -62,10 +64,19 @@ pub fn is_furniture(doc: &Document, id: NodeId) -> bool {
     let Some(el) = doc.element(id) else {
         return false;
     };
+    if el.name == "aside"
+        && (el.attr("role") == Some("note")
+            || el.attr("class").is_some_and(|c| c.contains("footnote")))
+    {
+        return false;
+    }
     if FURNITURE_TAGS.contains(&el.name.as_str()) {
         return true;
     }
-    if el.name == "header" && doc.ancestor_where(id, |a| doc.name(a) == Some("article")).is_none()
+    if el.name == "header"
+        && doc
+            .ancestor_where(id, |a| doc.name(a) == Some("article"))
+            .is_none()
     {
         return true;
     }
@@ -109,42 +120,181 @@ fn names_furniture(value: &str) -> bool {
 
 /// Phrases whose presence marks a line as boilerplate (lower case).
 const PHRASES: &[&str] = &[
-    "previous topic", "next topic", "show source", "show page source", "quick search",
-    "this page", "table of contents", "on this page", "skip to main content",
-    "skip to content", "jump to navigation", "jump to search", "navigation menu",
-    "main navigation", "toggle navigation", "back to top", "go to top", "scroll to top",
-    "edit on github", "edit this page", "view page source", "report an issue",
-    "improve this page", "last updated", "last modified", "created using sphinx",
-    "built with sphinx", "powered by", "theme by", "all rights reserved", "copyright ©",
-    "© copyright", "privacy policy", "terms of use", "terms of service", "terms and conditions",
-    "cookie policy", "we use cookies", "this website uses cookies", "this site uses cookies",
-    "accept cookies", "accept all", "cookie settings", "manage cookies", "by continuing to use",
-    "log in", "login", "sign in", "sign up", "create account", "forgot password",
-    "newsletter", "follow us", "share this", "share on", "facebook",
-    "twitter", "linkedin", "pinterest", "reddit", "whatsapp", "email this", "print this",
-    "print page", "permalink", "related posts", "related articles", "recent posts",
-    "popular posts", "you may also like", "read more", "continue reading", "leave a comment",
-    "leave a reply", "post a comment", "comments are closed", "add comment", "posted by", "posted on", "posted in", "tags:",
-    "contact us", "about us", "sitemap", "site map", "search this site",
-    "search for:", "next page", "previous page", "next post",
-    "previous post", "older posts", "newer posts", "page 1 of", "download pdf",
-    "download as", "free trial", "buy now", "add to cart", "advertisement",
-    "loading...", "javascript is disabled", "enable javascript", "please enable javascript",
-    "your browser", "upgrade your browser", "all posts", "view all", "see all", "more info",
-    "learn more", "click here", "rss feed", "atom feed", "subscribe to", "like this", "liked by", "upvote", "downvote", "bookmark", "improve this answer", "improve this question", "share improve", "add a comment",
-    "community wiki", "report abuse",
-    "hot network questions", "featured on meta", "related questions",
-    "not the answer you're looking for", "browse other questions", "your answer",
-    "post your answer", "sign up or log in", "required, but never shown",
-    "by clicking", "accept all cookies", "customize settings", "necessary cookies",
+    "previous topic",
+    "next topic",
+    "show source",
+    "show page source",
+    "quick search",
+    "this page",
+    "table of contents",
+    "on this page",
+    "skip to main content",
+    "skip to content",
+    "jump to navigation",
+    "jump to search",
+    "navigation menu",
+    "main navigation",
+    "toggle navigation",
+    "back to top",
+    "go to top",
+    "scroll to top",
+    "edit on github",
+    "edit this page",
+    "view page source",
+    "report an issue",
+    "improve this page",
+    "last updated",
+    "last modified",
+    "created using sphinx",
+    "built with sphinx",
+    "powered by",
+    "theme by",
+    "all rights reserved",
+    "copyright ©",
+    "© copyright",
+    "privacy policy",
+    "terms of use",
+    "terms of service",
+    "terms and conditions",
+    "cookie policy",
+    "we use cookies",
+    "this website uses cookies",
+    "this site uses cookies",
+    "accept cookies",
+    "accept all",
+    "cookie settings",
+    "manage cookies",
+    "by continuing to use",
+    "log in",
+    "login",
+    "sign in",
+    "sign up",
+    "create account",
+    "forgot password",
+    "newsletter",
+    "follow us",
+    "share this",
+    "share on",
+    "facebook",
+    "twitter",
+    "linkedin",
+    "pinterest",
+    "reddit",
+    "whatsapp",
+    "email this",
+    "print this",
+    "print page",
+    "permalink",
+    "related posts",
+    "related articles",
+    "recent posts",
+    "popular posts",
+    "you may also like",
+    "read more",
+    "continue reading",
+    "leave a comment",
+    "leave a reply",
+    "post a comment",
+    "comments are closed",
+    "add comment",
+    "posted by",
+    "posted on",
+    "posted in",
+    "tags:",
+    "contact us",
+    "about us",
+    "sitemap",
+    "site map",
+    "search this site",
+    "search for:",
+    "next page",
+    "previous page",
+    "next post",
+    "previous post",
+    "older posts",
+    "newer posts",
+    "page 1 of",
+    "download pdf",
+    "download as",
+    "free trial",
+    "buy now",
+    "add to cart",
+    "advertisement",
+    "loading...",
+    "javascript is disabled",
+    "enable javascript",
+    "please enable javascript",
+    "your browser",
+    "upgrade your browser",
+    "all posts",
+    "view all",
+    "see all",
+    "more info",
+    "learn more",
+    "click here",
+    "rss feed",
+    "atom feed",
+    "subscribe to",
+    "like this",
+    "liked by",
+    "upvote",
+    "downvote",
+    "bookmark",
+    "improve this answer",
+    "improve this question",
+    "share improve",
+    "add a comment",
+    "community wiki",
+    "report abuse",
+    "hot network questions",
+    "featured on meta",
+    "related questions",
+    "not the answer you're looking for",
+    "browse other questions",
+    "your answer",
+    "post your answer",
+    "sign up or log in",
+    "required, but never shown",
+    "by clicking",
+    "accept all cookies",
+    "customize settings",
+    "necessary cookies",
 ];
 
 /// Whole lines that are navigation on their own (compared lower-cased, punctuation trimmed).
 const NAV_LINES: &[&str] = &[
-    "search", "menu", "home", "reply", "share", "next", "previous", "prev", "top", "contents",
-    "index", "edit", "print", "tweet", "subscribe", "advertisement", "sponsored", "login",
-    "logout", "register", "close", "toggle", "navigation", "table of contents", "categories",
-    "archives", "tags", "follow", "comments", "loading", "more", "back",
+    "search",
+    "menu",
+    "home",
+    "reply",
+    "share",
+    "next",
+    "previous",
+    "prev",
+    "top",
+    "contents",
+    "index",
+    "edit",
+    "print",
+    "tweet",
+    "subscribe",
+    "advertisement",
+    "sponsored",
+    "login",
+    "logout",
+    "register",
+    "close",
+    "toggle",
+    "navigation",
+    "table of contents",
+    "categories",
+    "archives",
+    "tags",
+    "follow",
+    "comments",
+    "loading",
+    "more",
+    "back",
 ];
 
 /// Whether the whole line is a bare navigation word.
@@ -161,7 +311,13 @@ fn is_nav_line(line: &str) -> bool {
 /// when that share exceeds `ratio` or it holds more than `max_count` phrases, unless
 /// `protected[i]` (the line holds math or code). A drop within the last `tail` lines cuts
 /// everything after it (footers).
-pub fn keep_lines(lines: &[&str], protected: &[bool], ratio: f64, max_count: usize, tail: usize) -> Vec<bool> {
+pub fn keep_lines(
+    lines: &[&str],
+    protected: &[bool],
+    ratio: f64,
+    max_count: usize,
+    tail: usize,
+) -> Vec<bool> {
     let mut keep = vec![true; lines.len()];
     let tail_start = lines.len().saturating_sub(tail);
     for (i, line) in lines.iter().enumerate() {
@@ -186,23 +342,30 @@ pub fn keep_lines(lines: &[&str], protected: &[bool], ratio: f64, max_count: usi
     keep
 }
 
-/// Words of `line` covered by boilerplate phrases, and how many phrases occur.
+/// One automaton over all phrases, built on first use.
+fn phrase_matcher() -> &'static AhoCorasick {
+    static MATCHER: OnceLock<AhoCorasick> = OnceLock::new();
+    MATCHER.get_or_init(|| {
+        AhoCorasick::builder()
+            .ascii_case_insensitive(true)
+            .match_kind(MatchKind::LeftmostLongest)
+            .build(PHRASES)
+            .expect("the phrase list is a valid automaton")
+    })
+}
+
+/// Words of `line` covered by boilerplate phrases, and how many phrases occur (whole words
+/// only, ASCII case-insensitive, one pass over the line).
 fn phrase_cover(line: &str) -> (usize, usize) {
-    let lower = line.to_lowercase();
     let mut covered = 0;
     let mut count = 0;
-    for p in PHRASES {
-        let mut from = 0;
-        while let Some(i) = lower[from..].find(p) {
-            let at = from + i;
-            let end = at + p.len();
-            let starts_word = at == 0 || !lower[..at].ends_with(|c: char| c.is_alphanumeric());
-            let ends_word = end == lower.len() || !lower[end..].starts_with(|c: char| c.is_alphanumeric());
-            if starts_word && ends_word {
-                count += 1;
-                covered += p.split_whitespace().count();
-            }
-            from = end;
+    let bytes = line.as_bytes();
+    for m in phrase_matcher().find_iter(line) {
+        let starts_word = m.start() == 0 || !bytes[m.start() - 1].is_ascii_alphanumeric();
+        let ends_word = m.end() == bytes.len() || !bytes[m.end()].is_ascii_alphanumeric();
+        if starts_word && ends_word {
+            count += 1;
+            covered += PHRASES[m.pattern().as_usize()].split_whitespace().count();
         }
     }
     (covered, count)
@@ -229,7 +392,12 @@ mod tests {
 
     #[test]
     fn a_drop_near_the_end_cuts_the_footer() {
-        let lines = ["Real content line one here.", "Body two.", "Privacy Policy", "Some trailing words"];
+        let lines = [
+            "Real content line one here.",
+            "Body two.",
+            "Privacy Policy",
+            "Some trailing words",
+        ];
         let keep = keep_lines(&lines, &[false; 4], 0.18, 10, 3);
         assert_eq!(keep, [true, true, false, false]);
     }

@@ -115,7 +115,10 @@ pub fn extract(html: &str, opts: &ExtractOptions) -> Result<Extracted, ExtractEr
 
 /// [`extract`] on a parsed document.
 pub fn extract_document(doc: &Document, opts: &ExtractOptions) -> Result<Extracted, ExtractError> {
-    let links = doc.elements_named("a").filter(|&a| doc.attr(a, "href").is_some()).count();
+    let links = doc
+        .elements_named("a")
+        .filter(|&a| doc.attr(a, "href").is_some())
+        .count();
     if links > opts.max_links {
         return Err(ExtractError::TooManyLinks {
             links,
@@ -159,7 +162,10 @@ fn content_root(doc: &Document, opts: &ExtractOptions) -> NodeId {
     let pick = match candidates.as_slice() {
         [one] => Some(*one),
         [] => {
-            let articles: Vec<_> = doc.descendants(body).filter(|&id| doc.name(id) == Some("article")).collect();
+            let articles: Vec<_> = doc
+                .descendants(body)
+                .filter(|&id| doc.name(id) == Some("article"))
+                .collect();
             (articles.len() == 1).then(|| articles[0])
         }
         _ => None,

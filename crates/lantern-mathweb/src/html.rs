@@ -73,13 +73,42 @@ const VOID: &[&str] = &[
 ];
 
 /// Elements whose content is raw text up to their end tag.
-const RAW_TEXT: &[&str] = &["script", "style", "xmp", "iframe", "noembed", "textarea", "title"];
+const RAW_TEXT: &[&str] = &[
+    "script", "style", "xmp", "iframe", "noembed", "textarea", "title",
+];
 
 /// Block elements whose start closes an open `p`.
 const CLOSES_P: &[&str] = &[
-    "address", "article", "aside", "blockquote", "details", "div", "dl", "fieldset",
-    "figcaption", "figure", "footer", "form", "h1", "h2", "h3", "h4", "h5", "h6", "header",
-    "hgroup", "hr", "main", "menu", "nav", "ol", "p", "pre", "section", "table", "ul",
+    "address",
+    "article",
+    "aside",
+    "blockquote",
+    "details",
+    "div",
+    "dl",
+    "fieldset",
+    "figcaption",
+    "figure",
+    "footer",
+    "form",
+    "h1",
+    "h2",
+    "h3",
+    "h4",
+    "h5",
+    "h6",
+    "header",
+    "hgroup",
+    "hr",
+    "main",
+    "menu",
+    "nav",
+    "ol",
+    "p",
+    "pre",
+    "section",
+    "table",
+    "ul",
 ];
 
 /// Deepest nesting kept; deeper start tags become siblings (guards recursion later on).
@@ -503,11 +532,7 @@ impl Tokenizer<'_> {
     fn attribute(&mut self) -> (String, String) {
         let bytes = self.src.as_bytes();
         let start = self.pos;
-        while self.pos < bytes.len()
-            && !bytes[self.pos].is_ascii_whitespace()
-            && !matches!(bytes[self.pos], b'=' | b'>')
-            && !(bytes[self.pos] == b'/' && bytes.get(self.pos + 1) == Some(&b'>'))
-        {
+        while self.pos < bytes.len() && !ends_attribute_name(bytes, self.pos) {
             self.pos += 1;
         }
         if self.pos == start {
@@ -553,6 +578,15 @@ impl Tokenizer<'_> {
             }
         }
     }
+}
+
+/// Whether the byte at `i` ends an attribute name (space, `=`, `>` or `/>`).
+fn ends_attribute_name(bytes: &[u8], i: usize) -> bool {
+    let c = bytes[i];
+    c.is_ascii_whitespace()
+        || c == b'='
+        || c == b'>'
+        || (c == b'/' && bytes.get(i + 1) == Some(&b'>'))
 }
 
 /// Reads a tag name starting at `from`; returns it lower-cased and the index after it.
@@ -636,7 +670,11 @@ fn entity_at(s: &str) -> Option<(String, usize)> {
             0x80..=0x9F => windows_1252_c1(code),
             _ => char::from_u32(code).unwrap_or('\u{FFFD}'),
         };
-        let used = if bytes.get(end) == Some(&b';') { end + 1 } else { end };
+        let used = if bytes.get(end) == Some(&b';') {
+            end + 1
+        } else {
+            end
+        };
         return Some((ch.to_string(), used));
     }
     let mut end = 1;
@@ -740,7 +778,15 @@ mod tests {
 
     #[test]
     fn survives_garbage() {
-        for s in ["<", "<<>>", "</", "<a href=\"unterminated", "<!-- no end", "&#xFFFFFFFF;", "<div/"] {
+        for s in [
+            "<",
+            "<<>>",
+            "</",
+            "<a href=\"unterminated",
+            "<!-- no end",
+            "&#xFFFFFFFF;",
+            "<div/",
+        ] {
             let doc = Document::parse(s);
             let _ = doc.text_content(0);
         }

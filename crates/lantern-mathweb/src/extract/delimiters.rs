@@ -49,13 +49,31 @@ const DEFAULT_INLINE: &[(&str, &str)] = &[
     ("[math]", "[/math]"),
     ("<math>", "</math>"),
 ];
-const DEFAULT_DISPLAY: &[(&str, &str)] = &[("$$", "$$"), ("\\[", "\\]"), ("[displaymath]", "[/displaymath]")];
+const DEFAULT_DISPLAY: &[(&str, &str)] = &[
+    ("$$", "$$"),
+    ("\\[", "\\]"),
+    ("[displaymath]", "[/displaymath]"),
+];
 
 /// Environments that MathJax typesets when found in text.
 const ENVIRONMENTS: &[&str] = &[
-    "equation", "equation*", "align", "align*", "aligned", "gather", "gather*", "eqnarray",
-    "eqnarray*", "multline", "multline*", "displaymath", "alignat", "alignat*", "flalign",
-    "flalign*", "split",
+    "equation",
+    "equation*",
+    "align",
+    "align*",
+    "aligned",
+    "gather",
+    "gather*",
+    "eqnarray",
+    "eqnarray*",
+    "multline",
+    "multline*",
+    "displaymath",
+    "alignat",
+    "alignat*",
+    "flalign",
+    "flalign*",
+    "split",
 ];
 
 impl Default for Delimiters {
@@ -82,7 +100,7 @@ impl Delimiters {
         for (o, c) in inline {
             add(o, c, false);
         }
-        pairs.sort_by(|a, b| b.open.len().cmp(&a.open.len()));
+        pairs.sort_by_key(|p| std::cmp::Reverse(p.open.len()));
         let mut starts = [false; 256];
         starts[b'\\' as usize] = true;
         for p in &pairs {
@@ -109,14 +127,21 @@ impl Delimiters {
             }
             let src = doc.attr(s, "src").unwrap_or("");
             let code = doc.text_content(s);
-            asciimath |= src.contains("AM_") || code.contains("asciimath2jax") || code.contains("AM_CHTML") || code.contains("AM_HTMLorMML");
+            asciimath |= src.contains("AM_")
+                || code.contains("asciimath2jax")
+                || code.contains("AM_CHTML")
+                || code.contains("AM_HTMLorMML");
             if code.contains("inlineMath") || code.contains("displayMath") {
                 inline.extend(config_pairs(&code, "inlineMath"));
                 display.extend(config_pairs(&code, "displayMath"));
             }
             if code.contains("delimiters") && code.contains("left") {
                 for (o, c, d) in katex_pairs(&code) {
-                    if d { display.push((o, c)) } else { inline.push((o, c)) }
+                    if d {
+                        display.push((o, c))
+                    } else {
+                        inline.push((o, c))
+                    }
                 }
             }
         }
@@ -125,8 +150,14 @@ impl Delimiters {
             d.set_asciimath(asciimath);
             return d;
         }
-        let mut inl: Vec<(&str, &str)> = inline.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
-        let mut dis: Vec<(&str, &str)> = display.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
+        let mut inl: Vec<(&str, &str)> = inline
+            .iter()
+            .map(|(a, b)| (a.as_str(), b.as_str()))
+            .collect();
+        let mut dis: Vec<(&str, &str)> = display
+            .iter()
+            .map(|(a, b)| (a.as_str(), b.as_str()))
+            .collect();
         // The page's lists come first (they win on equal openers); defaults fill the rest, except
         // that a page that declares `$` inline keeps it (never added by default: prices).
         inl.extend(DEFAULT_INLINE.iter().copied());
@@ -384,7 +415,10 @@ mod tests {
         );
         let d = Delimiters::from_page(&doc);
         assert!(d.dollar_inline());
-        assert_eq!(maths(&d, "let $a$ and \\$5 and $$b$$"), [("a".into(), false), ("b".into(), true)]);
+        assert_eq!(
+            maths(&d, "let $a$ and \\$5 and $$b$$"),
+            [("a".into(), false), ("b".into(), true)]
+        );
     }
 
     #[test]
@@ -393,14 +427,20 @@ mod tests {
             "<script>renderMathInElement(document.body, {delimiters: [{left: '@@', right: '@@', display: true}, {left: '%', right: '%', display: false}]});</script>",
         );
         let d = Delimiters::from_page(&doc);
-        assert_eq!(maths(&d, "x @@y@@ %z%"), [("y".into(), true), ("z".into(), false)]);
+        assert_eq!(
+            maths(&d, "x @@y@@ %z%"),
+            [("y".into(), true), ("z".into(), false)]
+        );
     }
 
     #[test]
     fn asciimath_backticks_only_when_loaded() {
         let doc = Document::parse("<script src=\"MathJax.js?config=AM_HTMLorMML-full\"></script>");
         let d = Delimiters::from_page(&doc);
-        assert_eq!(maths(&d, "when `a != 0` holds"), [("`a != 0`".into(), false)]);
+        assert_eq!(
+            maths(&d, "when `a != 0` holds"),
+            [("`a != 0`".into(), false)]
+        );
         assert!(maths(&Delimiters::default(), "when `a != 0` holds").is_empty());
     }
 

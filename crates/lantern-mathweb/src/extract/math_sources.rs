@@ -20,19 +20,41 @@ const RENDERED: &[&str] = &[
 
 /// Image classes that mean "this image is a formula".
 const IMAGE_CLASSES: &[&str] = &[
-    "latex", "tex", "latexcenter", "latexdisplay", "latexblock", "math", "wp-latex",
-    "ql-img-inline-formula", "ql-img-displayed-equation", "mwe-math-fallback-image-inline",
-    "mwe-math-fallback-image-display", "mimetex", "equation",
+    "latex",
+    "tex",
+    "latexcenter",
+    "latexdisplay",
+    "latexblock",
+    "math",
+    "wp-latex",
+    "ql-img-inline-formula",
+    "ql-img-displayed-equation",
+    "mwe-math-fallback-image-inline",
+    "mwe-math-fallback-image-display",
+    "mimetex",
+    "equation",
 ];
 
 /// URL parts of LaTeX image services.
 const IMAGE_SERVICES: &[&str] = &[
-    "latex.php", "codecogs", "mimetex.cgi", "mathtex.cgi", "tex.cgi", "chart.apis.google.com/chart",
-    "/math/render/", "latex.artofproblemsolving.com", "quicklatex.com",
+    "latex.php",
+    "codecogs",
+    "mimetex.cgi",
+    "mathtex.cgi",
+    "tex.cgi",
+    "chart.apis.google.com/chart",
+    "/math/render/",
+    "latex.artofproblemsolving.com",
+    "quicklatex.com",
 ];
 
 /// Classifies element `id`, counting the formula it yields.
-pub(crate) fn classify(doc: &Document, id: NodeId, el: &Element, counts: &mut MathCounts) -> MathElement {
+pub(crate) fn classify(
+    doc: &Document,
+    id: NodeId,
+    el: &Element,
+    counts: &mut MathCounts,
+) -> MathElement {
     match el.name.as_str() {
         "script" => return script(doc, id, el, counts),
         "math" => return math(doc, id, counts),
@@ -44,9 +66,10 @@ pub(crate) fn classify(doc: &Document, id: NodeId, el: &Element, counts: &mut Ma
         return MathElement::Skip;
     }
     if element_class_has(el, "mwe-math-element") {
-        let display = doc
-            .descendants(id)
-            .any(|d| doc.element(d).is_some_and(|e| element_class_has(e, "mwe-math-mathml-display")));
+        let display = doc.descendants(id).any(|d| {
+            doc.element(d)
+                .is_some_and(|e| element_class_has(e, "mwe-math-mathml-display"))
+        });
         return match first_math(doc, id, counts, display) {
             MathElement::Skip => wiki_fallback(doc, id, counts),
             m => m,
@@ -128,7 +151,12 @@ fn wiki_fallback(doc: &Document, id: NodeId, counts: &mut MathCounts) -> MathEle
 }
 
 /// StackExchange's `<span class="math-container">$..$</span>`.
-fn math_container(doc: &Document, id: NodeId, el: &Element, counts: &mut MathCounts) -> MathElement {
+fn math_container(
+    doc: &Document,
+    id: NodeId,
+    el: &Element,
+    counts: &mut MathCounts,
+) -> MathElement {
     let text = doc.text_content(id);
     let t = text.trim();
     counts.delimited += 1;
@@ -165,7 +193,10 @@ fn image(doc: &Document, id: NodeId, el: &Element, counts: &mut MathCounts) -> M
     };
     counts.image += 1;
     let class = el.attr("class").unwrap_or("");
-    let display = math_parent.is_some() || ["display", "center", "block"].iter().any(|w| class.contains(w));
+    let display = math_parent.is_some()
+        || ["display", "center", "block"]
+            .iter()
+            .any(|w| class.contains(w));
     formula(unwrap_displaystyle(&tex), display)
 }
 
@@ -174,7 +205,10 @@ fn query_tex(src: &str) -> Option<String> {
     let q = &src[src.find('?')? + 1..];
     let raw = q
         .split('&')
-        .find_map(|kv| kv.strip_prefix("chl=").or_else(|| kv.strip_prefix("latex=")))
+        .find_map(|kv| {
+            kv.strip_prefix("chl=")
+                .or_else(|| kv.strip_prefix("latex="))
+        })
         .unwrap_or(q);
     let tex = percent_decode(raw);
     let tex = tex.trim();
@@ -214,7 +248,10 @@ fn strip_delimiters(s: &str) -> &str {
 /// Wikipedia wraps every formula as `{\displaystyle ..}`: keep the inside.
 fn unwrap_displaystyle(tex: &str) -> String {
     let t = tex.trim();
-    if let Some(inner) = t.strip_prefix("{\\displaystyle").and_then(|r| r.strip_suffix('}')) {
+    if let Some(inner) = t
+        .strip_prefix("{\\displaystyle")
+        .and_then(|r| r.strip_suffix('}'))
+    {
         if balanced(inner) {
             return inner.trim().to_string();
         }
@@ -255,10 +292,19 @@ mod tests {
 
     #[test]
     fn query_strings_and_displaystyle() {
-        assert_eq!(query_tex("https://latex.codecogs.com/gif.latex?%5Cfrac%7B1%7D%7B2%7D").as_deref(), Some("\\frac{1}{2}"));
-        assert_eq!(query_tex("http://chart.apis.google.com/chart?cht=tx&chl=x%5E2").as_deref(), Some("x^2"));
+        assert_eq!(
+            query_tex("https://latex.codecogs.com/gif.latex?%5Cfrac%7B1%7D%7B2%7D").as_deref(),
+            Some("\\frac{1}{2}")
+        );
+        assert_eq!(
+            query_tex("http://chart.apis.google.com/chart?cht=tx&chl=x%5E2").as_deref(),
+            Some("x^2")
+        );
         assert_eq!(unwrap_displaystyle("{\\displaystyle \\{a\\}}"), "\\{a\\}");
-        assert_eq!(unwrap_displaystyle("{\\displaystyle a}+{b}"), "{\\displaystyle a}+{b}");
+        assert_eq!(
+            unwrap_displaystyle("{\\displaystyle a}+{b}"),
+            "{\\displaystyle a}+{b}"
+        );
         assert_eq!(strip_delimiters("$x$"), "x");
     }
 }

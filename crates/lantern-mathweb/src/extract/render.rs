@@ -25,16 +25,44 @@ struct Block {
 
 /// Elements rendered as their own block.
 const BLOCKS: &[&str] = &[
-    "p", "div", "section", "article", "main", "header", "figure", "figcaption", "center",
-    "address", "details", "summary", "dd", "dt", "dl", "body", "html", "fieldset", "caption",
-    "hgroup", "legend", "tbody", "thead", "tfoot", "tr", "td", "th",
+    "p",
+    "div",
+    "section",
+    "article",
+    "main",
+    "header",
+    "figure",
+    "figcaption",
+    "center",
+    "address",
+    "details",
+    "summary",
+    "dd",
+    "dt",
+    "dl",
+    "body",
+    "html",
+    "fieldset",
+    "caption",
+    "hgroup",
+    "legend",
+    "tbody",
+    "thead",
+    "tfoot",
+    "tr",
+    "td",
+    "th",
 ];
 
 /// Non-content elements dropped even without boilerplate removal.
-const NEVER: &[&str] = &["script", "style", "head", "title", "template", "noscript", "svg", "meta", "link"];
+const NEVER: &[&str] = &[
+    "script", "style", "head", "title", "template", "noscript", "svg", "meta", "link",
+];
 
 /// Elements whose link density is checked.
-const LINK_FARM_CANDIDATES: &[&str] = &["div", "ul", "ol", "p", "table", "section", "dl", "li", "span"];
+const LINK_FARM_CANDIDATES: &[&str] = &[
+    "div", "ul", "ol", "p", "table", "section", "dl", "li", "span",
+];
 
 pub(crate) struct Renderer<'a> {
     doc: &'a Document,
@@ -46,7 +74,6 @@ pub(crate) struct Renderer<'a> {
     lists: Vec<(bool, usize)>,
     /// Prefix for the next block (a list marker), consumed by it.
     pending_marker: Option<String>,
-    quote_depth: usize,
     /// Whether the last block was written inside a list.
     prev_in_list: bool,
     counts: MathCounts,
@@ -67,7 +94,6 @@ impl<'a> Renderer<'a> {
             blocks: Vec::new(),
             lists: Vec::new(),
             pending_marker: None,
-            quote_depth: 0,
             prev_in_list: false,
             counts: MathCounts::default(),
             text_len,
@@ -130,12 +156,12 @@ impl<'a> Renderer<'a> {
             "li" => self.list_item(id),
             "pre" => self.code_block(id),
             "table" => self.table(id),
+            // Sphinx and most CMSs use blockquote for indentation, not quotation: a plain block
+            // keeps multi-line display math byte-identical (no `> ` inside formulas).
             "blockquote" => {
                 self.flush();
-                self.quote_depth += 1;
                 self.children(id);
                 self.flush();
-                self.quote_depth -= 1;
             }
             "code" | "kbd" | "samp" | "tt" if !self.has_math[id as usize] => {
                 let code = self.doc.text_content(id);
@@ -212,10 +238,12 @@ impl<'a> Renderer<'a> {
         self.flush();
         let rows = table_rows(self.doc, id);
         let layout = rows.is_empty()
-            || rows
-                .iter()
-                .flatten()
-                .any(|&cell| self.doc.descendants(cell).skip(1).any(|d| is_block_content(self.doc, d)));
+            || rows.iter().flatten().any(|&cell| {
+                self.doc
+                    .descendants(cell)
+                    .skip(1)
+                    .any(|d| is_block_content(self.doc, d))
+            });
         if layout {
             self.children(id);
             self.flush();
@@ -276,15 +304,6 @@ impl<'a> Renderer<'a> {
 
     /// Appends a block; blocks inside a list follow the previous list block without a blank line.
     fn push_block(&mut self, text: String, protected: bool) {
-        let text = if self.quote_depth > 0 {
-            let prefix = "> ".repeat(self.quote_depth);
-            text.lines()
-                .map(|l| format!("{prefix}{l}"))
-                .collect::<Vec<_>>()
-                .join("\n")
-        } else {
-            text
-        };
         let in_list = !self.lists.is_empty();
         let tight = in_list && self.prev_in_list;
         self.prev_in_list = in_list;
@@ -393,7 +412,11 @@ fn tidy_lines(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     let mut in_display = false;
     for line in s.split('\n') {
-        let t = if in_display { line.trim_end() } else { line.trim() };
+        let t = if in_display {
+            line.trim_end()
+        } else {
+            line.trim()
+        };
         let dollars = t.matches("$$").count();
         if dollars % 2 == 1 {
             in_display = !in_display;
@@ -432,7 +455,20 @@ fn table_rows(doc: &Document, table: NodeId) -> Vec<Vec<NodeId>> {
 fn is_block_content(doc: &Document, id: NodeId) -> bool {
     matches!(
         doc.name(id),
-        Some("table" | "pre" | "ul" | "ol" | "p" | "div" | "h1" | "h2" | "h3" | "h4" | "blockquote" | "dl")
+        Some(
+            "table"
+                | "pre"
+                | "ul"
+                | "ol"
+                | "p"
+                | "div"
+                | "h1"
+                | "h2"
+                | "h3"
+                | "h4"
+                | "blockquote"
+                | "dl"
+        )
     )
 }
 
@@ -462,8 +498,11 @@ fn subtree_stats(doc: &Document) -> (Vec<u32>, Vec<u32>, Vec<bool>) {
             }
             NodeData::Element(e) => {
                 let is_math = e.name == "math"
-                    || (e.name == "script" && e.attr("type").is_some_and(|t| t.starts_with("math/")))
-                    || (e.name == "img" && e.attr("class").is_some_and(|c| c.contains("math") || c.contains("tex")));
+                    || (e.name == "script"
+                        && e.attr("type").is_some_and(|t| t.starts_with("math/")))
+                    || (e.name == "img"
+                        && e.attr("class")
+                            .is_some_and(|c| c.contains("math") || c.contains("tex")));
                 math[id as usize] |= is_math;
                 if e.name == "a" {
                     link[id as usize] = text[id as usize];
