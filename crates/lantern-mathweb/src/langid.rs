@@ -73,6 +73,8 @@ pub struct Lang {
 pub struct LangId {
     model: fasttext::FastText,
     path: PathBuf,
+    /// Number of labels (176 for `lid.176`): the largest useful `k`.
+    labels: usize,
 }
 
 impl std::fmt::Debug for LangId {
@@ -100,16 +102,27 @@ impl LangId {
             message: "path is not valid UTF-8".into(),
         })?;
         let mut model = fasttext::FastText::new();
-        model.load_model(name).map_err(|message| LangIdError::Load {
+        let load_err = |message| LangIdError::Load {
             path: path.clone(),
             message,
-        })?;
-        Ok(Self { model, path })
+        };
+        model.load_model(name).map_err(load_err)?;
+        let labels = model.get_labels().map_err(load_err)?.0.len();
+        Ok(Self {
+            model,
+            path,
+            labels,
+        })
     }
 
     /// Loads `lid.176.ftz` from the `lid176` asset, fetching it on first use.
     pub fn default_model() -> Result<Self, LangIdError> {
         Self::load(lantern_assets::fetch(ASSET)?)
+    }
+
+    /// The number of labels (languages) the model knows.
+    pub fn labels(&self) -> usize {
+        self.labels
     }
 
     /// The model file this was loaded from.
@@ -128,10 +141,17 @@ impl LangId {
         }))
     }
 
-    /// The `k` most likely languages, most likely first (fewer when the text has no words).
+    /// The `k` most likely languages, most likely first (fewer when the text has no words, when
+    /// `k` exceeds the number of labels, or for labels whose probability underflows to 0 in
+    /// fastText's hierarchical softmax; none for `k = 0`).
     pub fn top_k(&self, text: &str, k: usize) -> Result<Vec<Lang>, LangIdError> {
-        let line = one_line(text);
+        // fastText reserves k + 1 slots, so an unclamped huge k overflows in C++.
+        let k = k.min(self.labels);
+        if k == 0 {
+            return Ok(Vec::new());
+        }
         let k = i32::try_from(k).unwrap_or(i32::MAX);
+        let line = one_line(text);
         let predictions =
             self.model
                 .predict(&line, k, 0.0)
@@ -143,13 +163,11 @@ impl LangId {
     }
 
     /// The probability that `text` is English, whatever its rank (all labels are scored, so
-    /// this is exact even when another language comes first; 0 for text with no words).
+    /// this is exact even when another language comes first; 0 for text with no words or when
+    /// English's probability underflows).
     pub fn english_prob(&self, text: &str) -> Result<f32, LangIdError> {
         let all = self.top_k(text, usize::MAX)?;
-        Ok(all
-            .iter()
-            .find(|l| l.lang == "en")
-            .map_or(0.0, |l| l.prob))
+        Ok(all.iter().find(|l| l.lang == "en").map_or(0.0, |l| l.prob))
     }
 
     /// OpenWebMath's language filter: the top language is English with probability ≥
@@ -202,7 +220,10 @@ mod tests {
     #[test]
     fn missing_model_names_the_file() {
         let err = LangId::load("/nonexistent/lid.176.ftz").unwrap_err();
-        assert!(err.to_string().contains("/nonexistent/lid.176.ftz"), "{err}");
+        assert!(
+            err.to_string().contains("/nonexistent/lid.176.ftz"),
+            "{err}"
+        );
     }
 
     #[test]

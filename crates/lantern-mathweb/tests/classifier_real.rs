@@ -244,7 +244,11 @@ fn learns_math_vs_prose_on_real_data() {
                 $|G|$, so the index $[G:H] = |G|/|H|$ is an integer.";
     let prose = "The committee met on Tuesday to discuss the budget for the new library and \
                  agreed to reconvene after the holidays.";
-    assert!(model.score(math) >= THRESHOLD_WITH_MATH, "{}", model.score(math));
+    assert!(
+        model.score(math) >= THRESHOLD_WITH_MATH,
+        "{}",
+        model.score(math)
+    );
     assert!(model.score(prose) < 0.5, "{}", model.score(prose));
     assert!(normalize(math).contains("<math>"));
 }

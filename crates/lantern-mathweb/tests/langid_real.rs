@@ -73,7 +73,9 @@ fn french_and_german_are_recognised() {
         .expect("predict");
     assert_eq!(de.lang, "de", "{de:?}");
     assert!(de.prob > 0.8, "{de:?}");
-    assert!(!m.is_english("Der Hund läuft schnell über die Straße.").expect("predict"));
+    assert!(!m
+        .is_english("Der Hund läuft schnell über die Straße.")
+        .expect("predict"));
 }
 
 #[test]
@@ -86,12 +88,23 @@ fn math_heavy_english_stays_english() {
     assert!(r.prob >= ENGLISH_THRESHOLD, "{r:?}");
     let en = m.english_prob(text).expect("predict");
     assert!((en - r.prob).abs() < 1e-6);
+    assert_eq!(m.labels(), 176);
+    // fastText omits labels whose probability underflows, so "all" can be a few short.
+    let all = m.top_k(text, usize::MAX).expect("top_k");
+    assert!(all.len() > 100 && all.len() <= 176, "{}", all.len());
+    assert!(m.top_k(text, 0).expect("top_k").is_empty());
+    // A French sentence still has a (small) English probability.
+    let en_fr = m
+        .english_prob("Le chat est assis sur le tapis et regarde les oiseaux.")
+        .expect("predict");
+    assert!(en_fr < 0.1, "{en_fr}");
 }
 
 #[test]
 fn multi_line_text_is_one_prediction() {
     let m = model();
-    let text = "The Congress shall have power\nto lay and collect taxes,\nduties, imposts and excises.";
+    let text =
+        "The Congress shall have power\nto lay and collect taxes,\nduties, imposts and excises.";
     let r = m.predict(text).expect("predict");
     assert_eq!(r.lang, "en", "{r:?}");
     let top = m.top_k(text, 3).expect("predict");
