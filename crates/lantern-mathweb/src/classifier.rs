@@ -90,6 +90,9 @@ pub enum ClassifierError {
     Train(String),
 }
 
+/// Labelled examples: `(text, is_math)`.
+pub type Examples<S = String> = Vec<(S, bool)>;
+
 /// Result alias for this module.
 pub type Result<T, E = ClassifierError> = std::result::Result<T, E>;
 
@@ -848,11 +851,7 @@ pub fn train_from_files(
 
 /// Splits examples into (train, held out), holding out `fraction` of each class, chosen by a
 /// seeded shuffle so the split is reproducible.
-pub fn split_holdout<S>(
-    data: Vec<(S, bool)>,
-    fraction: f32,
-    seed: u64,
-) -> (Vec<(S, bool)>, Vec<(S, bool)>) {
+pub fn split_holdout<S>(data: Examples<S>, fraction: f32, seed: u64) -> (Examples<S>, Examples<S>) {
     let fraction = if fraction.is_finite() {
         fraction.clamp(0.0, 1.0)
     } else {
