@@ -79,7 +79,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         10f64.powf(-sum / n as f64)
     );
     let same = docs.iter().take(5).all(|d| {
-        let (a, b, c) = (model.perplexity(d), from_arpa.perplexity(d), from_bin.perplexity(d));
+        let (a, b, c) = (
+            model.perplexity(d),
+            from_arpa.perplexity(d),
+            from_bin.perplexity(d),
+        );
         (a - b).abs() < 1e-9 * a && (a - c).abs() < 1e-9 * a
     });
     println!("reloaded models agree: {same}");

@@ -44,7 +44,9 @@ fn shuffled(text: &str) -> String {
     let mut words = tokenize(text);
     let mut state = 0x9e37_79b9_7f4a_7c15u64;
     for i in (1..words.len()).rev() {
-        state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        state = state
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         words.swap(i, (state >> 33) as usize % (i + 1));
     }
     words.join(" ")
@@ -64,7 +66,11 @@ fn probabilities_sum_to_one_on_real_text() {
         &["zzzz", "qqqq"],
     ];
     for h in contexts {
-        let sum: f64 = m.words().filter(|w| *w != "<s>").map(|w| 10f64.powf(m.log10_prob(h, w))).sum();
+        let sum: f64 = m
+            .words()
+            .filter(|w| *w != "<s>")
+            .map(|w| 10f64.powf(m.log10_prob(h, w)))
+            .sum();
         assert!((sum - 1.0).abs() < 1e-6, "{h:?}: {sum}");
     }
 }

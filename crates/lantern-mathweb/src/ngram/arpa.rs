@@ -6,18 +6,18 @@
 //! ngram 2=1
 //!
 //! \1-grams:
-//! -1.2	<unk>
-//! -99	<s>	-0.3
-//! -0.4	</s>
+//! -1.2    <unk>
+//! -99    <s>    -0.3
+//! -0.4    </s>
 //!
 //! \2-grams:
-//! -0.1	<s> </s>
+//! -0.1    <s> </s>
 //!
 //! \end\
 //! ```
 //!
 //! Each entry is `log10 prob`, the words, then an optional `log10 backoff`; fields are
-//! separated by tabs (spaces are accepted when reading).
+//! separated by tabs (shown as spaces above; spaces are accepted when reading).
 
 use std::fs::File;
 use std::io::{BufRead, BufReader, BufWriter, Write};
@@ -31,7 +31,10 @@ impl Model {
     /// Writes the model as an ARPA file that KenLM (`build_binary`, `query`, the Python
     /// module) and SRILM read as the same model.
     pub fn write_arpa(&self, path: &Path) -> Result<(), NgramError> {
-        let io = |source| NgramError::Io { path: path.to_owned(), source };
+        let io = |source| NgramError::Io {
+            path: path.to_owned(),
+            source,
+        };
         let mut w = BufWriter::new(File::create(path).map_err(io)?);
         self.write_arpa_to(&mut w).map_err(io)?;
         w.flush().map_err(io)
@@ -76,13 +79,21 @@ impl Model {
     /// Reads an ARPA file (as written by KenLM's `lmplz`, SRILM or [`Model::write_arpa`]).
     /// Errors name the file and the line.
     pub fn load_arpa(path: &Path) -> Result<Model, NgramError> {
-        let file = File::open(path).map_err(|source| NgramError::Io { path: path.to_owned(), source })?;
+        let file = File::open(path).map_err(|source| NgramError::Io {
+            path: path.to_owned(),
+            source,
+        })?;
         Model::read_arpa(BufReader::new(file), path)
     }
 
     /// Reads ARPA text from any reader; `label` names it in errors.
     pub fn read_arpa<R: BufRead>(reader: R, label: &Path) -> Result<Model, NgramError> {
-        ArpaReader { lines: reader.lines(), line: 0, path: label.to_owned() }.read()
+        ArpaReader {
+            lines: reader.lines(),
+            line: 0,
+            path: label.to_owned(),
+        }
+        .read()
     }
 }
 
@@ -113,7 +124,11 @@ impl<L: Iterator<Item = std::io::Result<String>>> ArpaReader<L> {
 
     /// An error at the current line.
     fn err(&self, msg: String) -> NgramError {
-        NgramError::Arpa { path: self.path.clone(), line: self.line, msg }
+        NgramError::Arpa {
+            path: self.path.clone(),
+            line: self.line,
+            msg,
+        }
     }
 
     /// The next line, `None` at the end of the file.
@@ -122,7 +137,8 @@ impl<L: Iterator<Item = std::io::Result<String>>> ArpaReader<L> {
             None => Ok(None),
             Some(r) => {
                 self.line += 1;
-                r.map(Some).map_err(|e| self.err(format!("cannot read: {e}")))
+                r.map(Some)
+                    .map_err(|e| self.err(format!("cannot read: {e}")))
             }
         }
     }
@@ -158,9 +174,13 @@ impl<L: Iterator<Item = std::io::Result<String>>> ArpaReader<L> {
                 }
                 break;
             }
-            let (k, c) = parse_count(l).ok_or_else(|| self.err(format!("bad header line {l:?}")))?;
+            let (k, c) =
+                parse_count(l).ok_or_else(|| self.err(format!("bad header line {l:?}")))?;
             if k != counts.len() + 1 {
-                return Err(self.err(format!("expected ngram {}=…, found {l:?}", counts.len() + 1)));
+                return Err(self.err(format!(
+                    "expected ngram {}=…, found {l:?}",
+                    counts.len() + 1
+                )));
             }
             counts.push(c);
         }
@@ -180,7 +200,11 @@ impl<L: Iterator<Item = std::io::Result<String>>> ArpaReader<L> {
         for _ in 0..count {
             let l = match self.next_line()? {
                 Some(l) if !l.trim().is_empty() => l,
-                _ => return Err(self.err(format!("{want} has fewer than the {count} entries declared"))),
+                _ => {
+                    return Err(self.err(format!(
+                        "{want} has fewer than the {count} entries declared"
+                    )))
+                }
             };
             let (prob, ids, backoff) = self.entry(&l, n, vocab)?;
             if !level.add(&ids, prob, backoff) {
@@ -192,15 +216,24 @@ impl<L: Iterator<Item = std::io::Result<String>>> ArpaReader<L> {
 
     /// Parses one entry: `(log10 prob, word ids, log10 backoff)`. Unigrams add their word to the
     /// vocabulary; longer n-grams must use known words.
-    fn entry(&self, l: &str, n: usize, vocab: &mut Vocab) -> Result<(f32, Vec<u32>, f32), NgramError> {
+    fn entry(
+        &self,
+        l: &str,
+        n: usize,
+        vocab: &mut Vocab,
+    ) -> Result<(f32, Vec<u32>, f32), NgramError> {
         let mut fields = l.split_whitespace();
         let prob = self.number(fields.next(), l)?;
         let mut ids = Vec::with_capacity(n);
         for _ in 0..n {
-            let w = fields.next().ok_or_else(|| self.err(format!("expected {n} words in {l:?}")))?;
+            let w = fields
+                .next()
+                .ok_or_else(|| self.err(format!("expected {n} words in {l:?}")))?;
             let id = match n {
                 1 => vocab.intern(w),
-                _ => vocab.get(w).ok_or_else(|| self.err(format!("word {w:?} is not a unigram")))?,
+                _ => vocab
+                    .get(w)
+                    .ok_or_else(|| self.err(format!("word {w:?} is not a unigram")))?,
             };
             ids.push(id);
         }
@@ -290,19 +323,45 @@ ngram 2=2
     #[test]
     fn bad_files_name_the_line() {
         let cases = [
-            (SMALL.replace("-0.4\ta </s>", "-0.4\ta b"), 13, "not a unigram"),
-            (SMALL.replace("-0.5\ta\t-0.3", "x\ta\t-0.3"), 8, "bad number"),
-            (SMALL.replace("ngram 2=2", "ngram 2=3"), 14, "fewer than the 3"),
+            (
+                SMALL.replace("-0.4\ta </s>", "-0.4\ta b"),
+                13,
+                "not a unigram",
+            ),
+            (
+                SMALL.replace("-0.5\ta\t-0.3", "x\ta\t-0.3"),
+                8,
+                "bad number",
+            ),
+            (
+                SMALL.replace("ngram 2=2", "ngram 2=3"),
+                14,
+                "fewer than the 3",
+            ),
             (SMALL.replace("\\end\\\n", ""), 14, "missing \\end\\"),
-            (SMALL.replace("ngram 2=2", "ngram 3=2"), 3, "expected ngram 2"),
-            (SMALL.replace("-0.2\t<s> a", "-0.4\ta </s>"), 13, "duplicate"),
+            (
+                SMALL.replace("ngram 2=2", "ngram 3=2"),
+                3,
+                "expected ngram 2",
+            ),
+            (
+                SMALL.replace("-0.2\t<s> a", "-0.4\ta </s>"),
+                13,
+                "duplicate",
+            ),
             ("hello".to_owned(), 1, "not an ARPA file"),
         ];
         for (text, line, msg) in cases {
             let e = read(&text).unwrap_err();
             let s = e.to_string();
-            assert!(matches!(e, NgramError::Arpa { line: l, .. } if l == line), "{s}");
-            assert!(s.starts_with(&format!("small.arpa:{line}: ")) && s.contains(msg), "{s}");
+            assert!(
+                matches!(e, NgramError::Arpa { line: l, .. } if l == line),
+                "{s}"
+            );
+            assert!(
+                s.starts_with(&format!("small.arpa:{line}: ")) && s.contains(msg),
+                "{s}"
+            );
         }
     }
 }

@@ -20,7 +20,10 @@ const MAGIC: &[u8; 8] = b"LNGRAM\0\x01";
 impl Model {
     /// Saves the model in the binary format (zstd level 3).
     pub fn save(&self, path: &Path) -> Result<(), NgramError> {
-        let io = |source| NgramError::Io { path: path.to_owned(), source };
+        let io = |source| NgramError::Io {
+            path: path.to_owned(),
+            source,
+        };
         let mut file = BufWriter::new(File::create(path).map_err(io)?);
         file.write_all(MAGIC).map_err(io)?;
         let mut z = zstd::Encoder::new(file, 3).map_err(io)?;
@@ -51,8 +54,14 @@ impl Model {
 
     /// Loads a model saved by [`Model::save`].
     pub fn load(path: &Path) -> Result<Model, NgramError> {
-        let bytes = std::fs::read(path).map_err(|source| NgramError::Io { path: path.to_owned(), source })?;
-        let bad = |msg: String| NgramError::Binary { path: path.to_owned(), msg };
+        let bytes = std::fs::read(path).map_err(|source| NgramError::Io {
+            path: path.to_owned(),
+            source,
+        })?;
+        let bad = |msg: String| NgramError::Binary {
+            path: path.to_owned(),
+            msg,
+        };
         let body = bytes
             .strip_prefix(MAGIC)
             .ok_or_else(|| bad("wrong magic bytes".into()))?;

@@ -15,7 +15,10 @@ pub(crate) struct CountTable {
 impl CountTable {
     /// An empty table of `n`-grams.
     fn new(n: usize) -> Self {
-        CountTable { table: Table::new(n), counts: Vec::new() }
+        CountTable {
+            table: Table::new(n),
+            counts: Vec::new(),
+        }
     }
 
     /// Adds `c` to the count of `ids`, whose key is `k`.
@@ -137,7 +140,8 @@ impl NgramCounts {
             return 0;
         };
         let ids: Option<Vec<u32>> = words.iter().map(|w| self.vocab.get(w)).collect();
-        ids.and_then(|ids| t.table.find(&ids)).map_or(0, |i| t.counts[i])
+        ids.and_then(|ids| t.table.find(&ids))
+            .map_or(0, |i| t.counts[i])
     }
 
     /// The number of sentences counted.
@@ -179,7 +183,11 @@ fn merge_tables(a: Vec<CountTable>, b: Vec<CountTable>) -> Vec<CountTable> {
     a.into_iter()
         .zip(b)
         .map(|(x, y)| {
-            let (mut big, small) = if x.table.len() >= y.table.len() { (x, y) } else { (y, x) };
+            let (mut big, small) = if x.table.len() >= y.table.len() {
+                (x, y)
+            } else {
+                (y, x)
+            };
             big.merge(&small);
             big
         })
@@ -208,7 +216,9 @@ mod tests {
 
     #[test]
     fn parallel_batches_equal_sequential() {
-        let docs: Vec<String> = (0..200).map(|i| format!("w{} x w{}\nx w{}", i % 7, i % 3, i % 5)).collect();
+        let docs: Vec<String> = (0..200)
+            .map(|i| format!("w{} x w{}\nx w{}", i % 7, i % 3, i % 5))
+            .collect();
         let mut par = NgramCounts::new(3).unwrap();
         par.add_documents(&docs[..120]);
         par.add_documents(&docs[120..]);
@@ -220,6 +230,9 @@ mod tests {
             assert_eq!(par.num_ngrams(n), seq.num_ngrams(n));
         }
         assert_eq!(par.count(&["x", "w2"]), seq.count(&["x", "w2"]));
-        assert_eq!(par.count(&["<s>", "w1", "x"]), seq.count(&["<s>", "w1", "x"]));
+        assert_eq!(
+            par.count(&["<s>", "w1", "x"]),
+            seq.count(&["<s>", "w1", "x"])
+        );
     }
 }

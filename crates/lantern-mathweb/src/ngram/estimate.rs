@@ -66,7 +66,9 @@ pub struct KneserNey {
 
 impl Default for KneserNey {
     fn default() -> Self {
-        KneserNey { fallback: [0.5, 1.0, 1.5] }
+        KneserNey {
+            fallback: [0.5, 1.0, 1.5],
+        }
     }
 }
 
@@ -99,7 +101,10 @@ impl KneserNey {
     pub fn estimate_with(&self, order: usize, counts: &NgramCounts) -> Result<Model, NgramError> {
         check_order(order)?;
         if order > counts.order() {
-            return Err(NgramError::CountsOrder { wanted: order, counted: counts.order() });
+            return Err(NgramError::CountsOrder {
+                wanted: order,
+                counted: counts.order(),
+            });
         }
         let tables = &counts.tables[..order];
         let adjusted = adjusted_counts(tables);
@@ -110,13 +115,20 @@ impl KneserNey {
         let uniform = 1.0 / (counts.vocab.len() - 1) as f64;
         let probs = interpolate(tables, &adjusted, &discounts, &stats, uniform);
         let levels = build_levels(tables, &probs, &stats, uniform);
-        Ok(Model::from_parts(order, counts.vocab.clone(), levels, discounts))
+        Ok(Model::from_parts(
+            order,
+            counts.vocab.clone(),
+            levels,
+            discounts,
+        ))
     }
 
     /// The discounts of one order from its adjusted counts, falling back when invalid.
     fn discount(&self, adjusted: &[u64]) -> Discount {
-        Discount::from_count_of_counts(count_of_counts(adjusted))
-            .unwrap_or(Discount { d: self.fallback, fallback: true })
+        Discount::from_count_of_counts(count_of_counts(adjusted)).unwrap_or(Discount {
+            d: self.fallback,
+            fallback: true,
+        })
     }
 }
 
@@ -145,7 +157,13 @@ fn adjusted_counts(tables: &[CountTable]) -> Vec<Vec<u64>> {
 /// Adjusted counts of `lower` given the `(n+1)`-grams `upper`.
 fn continuation_counts(lower: &CountTable, upper: &CountTable) -> Vec<u64> {
     let mut a: Vec<u64> = (0..lower.table.len())
-        .map(|i| if lower.table.ngram(i)[0] == BOS_ID { lower.counts[i] } else { 0 })
+        .map(|i| {
+            if lower.table.ngram(i)[0] == BOS_ID {
+                lower.counts[i]
+            } else {
+                0
+            }
+        })
         .collect();
     for i in 0..upper.table.len() {
         let suffix = &upper.table.ngram(i)[1..];
@@ -270,7 +288,11 @@ mod tests {
         // = 350/1440; p(<unk>) = 60/1440.
         let close = |w: &str, want: f64| {
             let got = m.log10_prob(&[], w);
-            assert!((got - want.log10()).abs() < 1e-6, "{w}: {got} vs {}", want.log10());
+            assert!(
+                (got - want.log10()).abs() < 1e-6,
+                "{w}: {got} vs {}",
+                want.log10()
+            );
         };
         close("a", 100.0 / 1440.0);
         close("h", 350.0 / 1440.0);

@@ -18,7 +18,11 @@ pub(crate) struct Level {
 impl Level {
     /// A level from its n-grams and their values (same order).
     pub(crate) fn new(table: Table, prob: Vec<f32>, backoff: Vec<f32>) -> Self {
-        Level { table, prob, backoff }
+        Level {
+            table,
+            prob,
+            backoff,
+        }
     }
 
     /// Adds an n-gram; `false` (and nothing changes) if it is already there.
@@ -33,7 +37,9 @@ impl Level {
 
     /// The log10 backoff of `ids`, 0 when absent.
     fn backoff_of(&self, ids: &[u32]) -> f64 {
-        self.table.find(ids).map_or(0.0, |i| f64::from(self.backoff[i]))
+        self.table
+            .find(ids)
+            .map_or(0.0, |i| f64::from(self.backoff[i]))
     }
 }
 
@@ -65,7 +71,13 @@ impl Model {
             .first()
             .and_then(|l| l.table.find(&[UNK_ID]).map(|i| l.prob[i]))
             .unwrap_or(MISSING_UNK_LOG10);
-        Model { order, vocab, levels, discounts, unk }
+        Model {
+            order,
+            vocab,
+            levels,
+            discounts,
+            unk,
+        }
     }
 
     /// The order: the longest n-gram length.

@@ -58,7 +58,10 @@ pub(crate) struct Vocab {
 impl Vocab {
     /// A vocabulary holding only the three markers.
     pub(crate) fn new() -> Self {
-        let mut v = Vocab { ids: HashMap::new(), words: Vec::new() };
+        let mut v = Vocab {
+            ids: HashMap::new(),
+            words: Vec::new(),
+        };
         for w in [UNK, BOS, EOS] {
             v.intern(w);
         }
@@ -113,7 +116,11 @@ pub(crate) struct Table {
 impl Table {
     /// An empty table of `n`-grams.
     pub(crate) fn new(n: usize) -> Self {
-        Table { n, index: KeyMap::default(), words: Vec::new() }
+        Table {
+            n,
+            index: KeyMap::default(),
+            words: Vec::new(),
+        }
     }
 
     /// The number of n-grams.

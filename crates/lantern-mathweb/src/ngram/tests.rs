@@ -8,7 +8,9 @@ use super::*;
 /// A deterministic pseudo-random corpus over a small vocabulary with skewed frequencies, so
 /// that every order has n-grams seen 1, 2, 3 and 4 times.
 fn corpus() -> Vec<String> {
-    let words = ["the", "a", "x", "=", "of", "y", "+", "1", "2", "is", "and", "\\frac"];
+    let words = [
+        "the", "a", "x", "=", "of", "y", "+", "1", "2", "is", "and", "\\frac",
+    ];
     let mut state = 0x2545_f491_4f6c_dd1du64;
     let mut next = move |m: usize| {
         state ^= state << 13;
@@ -73,11 +75,18 @@ impl Naive {
                         coc[a as usize - 1] += 1;
                     }
                 }
-                Discount::from_count_of_counts(coc)
-                    .unwrap_or(Discount { d: KneserNey::default().fallback, fallback: true })
+                Discount::from_count_of_counts(coc).unwrap_or(Discount {
+                    d: KneserNey::default().fallback,
+                    fallback: true,
+                })
             })
             .collect();
-        Naive { order, adj, vocab: vocab.into_iter().collect(), discounts }
+        Naive {
+            order,
+            adj,
+            vocab: vocab.into_iter().collect(),
+            discounts,
+        }
     }
 
     fn adjusted(&self, g: &[String]) -> u64 {
@@ -136,7 +145,11 @@ fn matches_the_naive_interpolated_estimate() {
     let m = model(3, &docs);
     let naive = Naive::new(3, &docs);
     // The 13-word vocabulary is too small for unigram discounts; the other orders have them.
-    assert!(m.discounts()[1..].iter().all(|d| !d.fallback), "{:?}", m.discounts());
+    assert!(
+        m.discounts()[1..].iter().all(|d| !d.fallback),
+        "{:?}",
+        m.discounts()
+    );
     for (got, want) in m.discounts().iter().zip(&naive.discounts) {
         assert_eq!(got.d, want.d);
     }
@@ -145,7 +158,10 @@ fn matches_the_naive_interpolated_estimate() {
         for w in m.words().filter(|w| *w != BOS) {
             let got = m.log10_prob(&hs, w);
             let want = naive.prob(&h, w).log10();
-            assert!((got - want).abs() < 1e-5, "p({w} | {hs:?}) = {got} vs {want}");
+            assert!(
+                (got - want).abs() < 1e-5,
+                "p({w} | {hs:?}) = {got} vs {want}"
+            );
         }
     }
 }
@@ -195,13 +211,23 @@ fn bad_binary_files_are_errors() {
     m.save(&path).unwrap();
     let bytes = std::fs::read(&path).unwrap();
     let body = zstd::decode_all(&bytes[8..]).unwrap();
-    let truncated = [&bytes[..8], &zstd::encode_all(&body[..body.len() - 3], 3).unwrap()].concat();
-    for (data, msg) in [(&b"nonsense"[..], "magic"), (&bytes[..bytes.len() / 2], "decompress"), (&truncated, "truncated")] {
+    let truncated = [
+        &bytes[..8],
+        &zstd::encode_all(&body[..body.len() - 3], 3).unwrap(),
+    ]
+    .concat();
+    for (data, msg) in [
+        (&b"nonsense"[..], "magic"),
+        (&bytes[..bytes.len() / 2], "decompress"),
+        (&truncated, "truncated"),
+    ] {
         std::fs::write(&path, data).unwrap();
         let e = Model::load(&path).unwrap_err().to_string();
         assert!(e.contains("m.bin") && e.contains(msg), "{e}");
     }
-    let e = Model::load(&dir.path().join("missing")).unwrap_err().to_string();
+    let e = Model::load(&dir.path().join("missing"))
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("missing"), "{e}");
 }
 
@@ -222,7 +248,10 @@ fn orders_are_checked() {
     assert!(matches!(NgramCounts::new(0), Err(NgramError::Order(0))));
     assert!(NgramCounts::new(MAX_ORDER + 1).is_err());
     let c = NgramCounts::new(2).unwrap();
-    assert!(matches!(KneserNey::estimate(3, &c), Err(NgramError::CountsOrder { .. })));
+    assert!(matches!(
+        KneserNey::estimate(3, &c),
+        Err(NgramError::CountsOrder { .. })
+    ));
     // Empty counts still give a (uniform) model.
     let m = KneserNey::estimate(2, &c).unwrap();
     assert!((m.log10_prob(&[], "</s>") - 0.5f64.log10()).abs() < 1e-6);

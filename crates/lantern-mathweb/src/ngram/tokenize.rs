@@ -62,10 +62,22 @@ mod tests {
 
     #[test]
     fn splits_latex_and_punctuation() {
-        assert_eq!(tokenize(r"\frac{a}{b}"), ["\\frac", "{", "a", "}", "{", "b", "}"]);
-        assert_eq!(tokenize("x^2+1 = y_{10}."), ["x", "^", "2", "+", "1", "=", "y", "_", "{", "10", "}", "."]);
-        assert_eq!(tokenize(r"a \\ b \{ \ c"), ["a", "\\\\", "b", "\\{", "\\", "c"]);
-        assert_eq!(tokenize("Don't  Stop\t∑ é"), ["Don", "'", "t", "Stop", "∑", "é"]);
+        assert_eq!(
+            tokenize(r"\frac{a}{b}"),
+            ["\\frac", "{", "a", "}", "{", "b", "}"]
+        );
+        assert_eq!(
+            tokenize("x^2+1 = y_{10}."),
+            ["x", "^", "2", "+", "1", "=", "y", "_", "{", "10", "}", "."]
+        );
+        assert_eq!(
+            tokenize(r"a \\ b \{ \ c"),
+            ["a", "\\\\", "b", "\\{", "\\", "c"]
+        );
+        assert_eq!(
+            tokenize("Don't  Stop\t∑ é"),
+            ["Don", "'", "t", "Stop", "∑", "é"]
+        );
         assert_eq!(tokenize("<s> </s>"), ["<", "s", ">", "<", "/", "s", ">"]);
         assert!(tokenize(" \n\t").is_empty());
         assert_eq!(tokenize("\\"), ["\\"]);
