@@ -814,8 +814,8 @@ impl<R: Read> HtmlPages<R> {
             return Ok(None);
         }
         stats.responses += 1;
-        let url = record.target_uri.clone().unwrap_or_default();
-        let (offset, date) = (record.offset, record.date.clone().unwrap_or_default());
+        let url = record.target_uri.unwrap_or_default();
+        let (offset, date) = (record.offset, record.date.unwrap_or_default());
         match parse_http_html(record.body) {
             Ok(Some(http)) => {
                 stats.html += 1;
@@ -949,10 +949,7 @@ fn dechunk(body: &[u8]) -> Option<Vec<u8>> {
     let mut out = Vec::with_capacity(body.len());
     let mut pos = 0;
     let mut chunks = 0;
-    loop {
-        let Some(nl) = memchr::memchr(b'\n', &body[pos..]) else {
-            break;
-        };
+    while let Some(nl) = memchr::memchr(b'\n', &body[pos..]) {
         let line = trim_cr(&body[pos..pos + nl]);
         let size_text = line.split(|&b| b == b';').next().unwrap_or_default();
         let size_text = std::str::from_utf8(size_text).ok()?.trim();
