@@ -175,7 +175,8 @@ fn splitmix64(state: &mut u64) -> u64 {
 /// Computes MinHash signatures: `num_perm` minimums over a document's shingle hashes.
 ///
 /// Permutation family: `h_i(x) = (x ^ s_i) * m_i mod 2^64` with random 64-bit `s_i` and random
-/// odd `m_i` (seeded SplitMix64). Each `h_i` is a bijection of `u64` (xor, then multiplication by
+/// odd `m_i` (seeded SplitMix64); the minimum is taken with the values read as `i64` (see
+/// `min_block`) and stored back as `u64` bits. Each `h_i` is a bijection of `u64` (xor, then multiplication by
 /// an odd number), so equal minimums mean the same argmin shingle — the MinHash property — and
 /// the shingle hashes are already uniform xxh3 outputs, so the random xor/multiply decorrelates
 /// the permutations. We use it instead of datasketch's `(a x + b) mod (2^61 - 1)` because it
@@ -242,9 +243,9 @@ impl MinHasher {
         self.signature_of_shingles(shingles)
     }
 
-    /// The signature of a list of shingle hashes (`u64::MAX` everywhere when it is empty).
+    /// The signature of a list of shingle hashes (`i64::MAX as u64` everywhere when empty).
     pub fn signature_of_shingles(&self, shingles: &[u64]) -> Vec<u64> {
-        let mut sig = vec![u64::MAX; self.xors.len()];
+        let mut sig = vec![i64::MAX; self.xors.len()];
         for ((out, xs), ms) in sig
             .chunks_exact_mut(LANES)
             .zip(self.xors.chunks_exact(LANES))
@@ -252,7 +253,7 @@ impl MinHasher {
         {
             // Fixed-size arrays: the compiler keeps the 16 minimums in registers and vectorises.
             let (Ok(out), Ok(xs), Ok(ms)) = (
-                <&mut [u64; LANES]>::try_from(out),
+                <&mut [i64; LANES]>::try_from(out),
                 <&[u64; LANES]>::try_from(xs),
                 <&[u64; LANES]>::try_from(ms),
             ) else {
@@ -261,7 +262,7 @@ impl MinHasher {
             min_block(shingles, xs, ms, out);
         }
         sig.truncate(self.num_perm);
-        sig
+        sig.into_iter().map(|v| v as u64).collect()
     }
 
     /// Signatures of many documents, in parallel with rayon (order kept).
@@ -278,12 +279,16 @@ impl MinHasher {
 
 /// The kernel: `out[j] = min(out[j], min over x of (x ^ xs[j]) * ms[j])` for one block of
 /// [`LANES`] permutations; shingles outer, permutations inner on fixed-size arrays (SIMD).
+///
+/// The minimum is taken in two's-complement (`i64`) order: any fixed total order gives a valid
+/// MinHash, and AVX2 has a signed 64-bit compare but no unsigned one (which would cost two
+/// extra sign-flips per value).
 #[inline]
-fn min_block(shingles: &[u64], xs: &[u64; LANES], ms: &[u64; LANES], out: &mut [u64; LANES]) {
+fn min_block(shingles: &[u64], xs: &[u64; LANES], ms: &[u64; LANES], out: &mut [i64; LANES]) {
     let mut acc = *out;
     for &x in shingles {
         for j in 0..LANES {
-            acc[j] = acc[j].min((x ^ xs[j]).wrapping_mul(ms[j]));
+            acc[j] = acc[j].min((x ^ xs[j]).wrapping_mul(ms[j]) as i64);
         }
     }
     *out = acc;
@@ -444,9 +449,9 @@ mod tests {
         for (i, &s) in sig.iter().enumerate() {
             let want = shingles
                 .iter()
-                .map(|&x| (x ^ h.xors[i]).wrapping_mul(h.muls[i]))
+                .map(|&x| (x ^ h.xors[i]).wrapping_mul(h.muls[i]) as i64)
                 .min()
-                .unwrap_or(u64::MAX);
+                .unwrap_or(i64::MAX) as u64;
             assert_eq!(s, want);
         }
         assert_eq!(sig, MinHasher::new(20, 5, 7).signature(text));
