@@ -32,7 +32,7 @@ pub const DEFAULT_SEED: u64 = 0x6c61_6e74_6572_6e31; // "lantern1"
 /// while every shingle streams past (16 x u64 = four AVX2 registers each for min, xor, mul).
 const LANES: usize = 16;
 
-/// Whether `c` separates words: the Unicode `White_Space` characters (`char::is_whitespace`).
+/// Whether ASCII byte `b` separates words: the ASCII part of Unicode `White_Space` (`\t \n \x0b \x0c \r` and space).
 #[inline]
 fn is_space_byte(b: u8) -> bool {
     matches!(b, b' ' | b'\t' | b'\n' | b'\r' | 0x0b | 0x0c)
