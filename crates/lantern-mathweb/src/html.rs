@@ -73,13 +73,42 @@ const VOID: &[&str] = &[
 ];
 
 /// Elements whose content is raw text up to their end tag.
-const RAW_TEXT: &[&str] = &["script", "style", "xmp", "iframe", "noembed", "textarea", "title"];
+const RAW_TEXT: &[&str] = &[
+    "script", "style", "xmp", "iframe", "noembed", "textarea", "title",
+];
 
 /// Block elements whose start closes an open `p`.
 const CLOSES_P: &[&str] = &[
-    "address", "article", "aside", "blockquote", "details", "div", "dl", "fieldset",
-    "figcaption", "figure", "footer", "form", "h1", "h2", "h3", "h4", "h5", "h6", "header",
-    "hgroup", "hr", "main", "menu", "nav", "ol", "p", "pre", "section", "table", "ul",
+    "address",
+    "article",
+    "aside",
+    "blockquote",
+    "details",
+    "div",
+    "dl",
+    "fieldset",
+    "figcaption",
+    "figure",
+    "footer",
+    "form",
+    "h1",
+    "h2",
+    "h3",
+    "h4",
+    "h5",
+    "h6",
+    "header",
+    "hgroup",
+    "hr",
+    "main",
+    "menu",
+    "nav",
+    "ol",
+    "p",
+    "pre",
+    "section",
+    "table",
+    "ul",
 ];
 
 /// Deepest nesting kept; deeper start tags become siblings (guards recursion later on).
@@ -636,7 +665,11 @@ fn entity_at(s: &str) -> Option<(String, usize)> {
             0x80..=0x9F => windows_1252_c1(code),
             _ => char::from_u32(code).unwrap_or('\u{FFFD}'),
         };
-        let used = if bytes.get(end) == Some(&b';') { end + 1 } else { end };
+        let used = if bytes.get(end) == Some(&b';') {
+            end + 1
+        } else {
+            end
+        };
         return Some((ch.to_string(), used));
     }
     let mut end = 1;
@@ -740,7 +773,15 @@ mod tests {
 
     #[test]
     fn survives_garbage() {
-        for s in ["<", "<<>>", "</", "<a href=\"unterminated", "<!-- no end", "&#xFFFFFFFF;", "<div/"] {
+        for s in [
+            "<",
+            "<<>>",
+            "</",
+            "<a href=\"unterminated",
+            "<!-- no end",
+            "&#xFFFFFFFF;",
+            "<div/",
+        ] {
             let doc = Document::parse(s);
             let _ = doc.text_content(0);
         }
