@@ -155,12 +155,24 @@ impl Converter<'_> {
         let end = kids.len() - usize::from(close.is_some());
         let mut i = start;
         while i < end {
+            if let Some((piece, used)) = self.styled_run(&kids[i..end]) {
+                push_piece(&mut out, &piece);
+                i += used;
+                continue;
+            }
             if let Some((piece, used)) = self.row_pattern(&kids[i..end], depth) {
                 push_piece(&mut out, &piece);
                 i += used;
                 continue;
             }
             let k = kids[i];
+            if open.is_some() && self.doc.attr(k, "fence") == Some("true") {
+                if let Some(t) = self.fence_text(k) {
+                    push_piece(&mut out, &format!(" \\middle{} ", delimiter(&t)));
+                    i += 1;
+                    continue;
+                }
+            }
             let applied = kids.get(i + 1).is_some_and(|&n| self.is_apply_function(n));
             let piece = match self.operator_name(k) {
                 Some(name) if applied => name,
@@ -227,7 +239,11 @@ impl Converter<'_> {
         }
         let text = self.doc.text_content(id);
         let text = text.trim();
-        if text.chars().count() < 2 || function_name(text).is_some() {
+        let explicit = self.doc.attr(id, "mathvariant").is_some();
+        if text.is_empty()
+            || (text.chars().count() < 2 && !explicit)
+            || function_name(text).is_some()
+        {
             return None;
         }
         Some(format!("\\operatorname{{{}}}", escape_math_text(text)))
@@ -246,10 +262,15 @@ impl Converter<'_> {
     }
 
     fn has_matrix_pattern(&self, kids: &[NodeId]) -> bool {
-        kids.len() <= 3
-            && kids
-                .iter()
-                .any(|&k| self.unwrap_single(k, "mtable").is_some())
+        let binom = kids.len() == 3
+            && self
+                .unwrap_single(kids[1], "mfrac")
+                .is_some_and(|f| self.zero_thickness(f));
+        binom
+            || (kids.len() <= 3
+                && kids
+                    .iter()
+                    .any(|&k| self.unwrap_single(k, "mtable").is_some()))
     }
 
     /// Follows single-child `mrow`/`mstyle` wrappers down to an element named `name`.
@@ -268,6 +289,34 @@ impl Converter<'_> {
             }
         }
         None
+    }
+
+    /// A run of two or more one-letter `mi` with the same explicit non-italic `mathvariant`
+    /// (how `\mathrm{mod}` is written out) as one font command, e.g. `\mathrm{mod}`.
+    fn styled_run(&self, kids: &[NodeId]) -> Option<(String, usize)> {
+        let letter = |id: NodeId| -> Option<(&str, char)> {
+            if self.doc.name(id) != Some("mi") {
+                return None;
+            }
+            let v = self.doc.attr(id, "mathvariant")?.trim();
+            let t = self.doc.text_content(id);
+            let mut cs = t.trim().chars();
+            match (cs.next(), cs.next()) {
+                (Some(c), None) if c.is_ascii_alphanumeric() && v != "italic" => Some((v, c)),
+                _ => None,
+            }
+        };
+        let (variant, first) = letter(*kids.first()?)?;
+        let cmd = variant_command(variant)?;
+        let mut text = String::from(first);
+        for &k in &kids[1..] {
+            match letter(k) {
+                Some((v, c)) if v == variant => text.push(c),
+                _ => break,
+            }
+        }
+        let used = text.len();
+        (used >= 2).then(|| (format!("\\{cmd}{{{text}}}"), used))
     }
 
     /// Row-level patterns: fenced tables (`pmatrix`, `cases`, ...) and `\binom`.
@@ -353,6 +402,14 @@ impl Converter<'_> {
     fn mo(&self, id: NodeId) -> String {
         let text = self.doc.text_content(id);
         let text = text.trim();
+        match text {
+            "∥" | "‖" => return "\\parallel".into(),
+            "mod" => return "\\bmod".into(),
+            "′" | "″" | "‴" if self.prime_is_standalone(id) => {
+                return "\\prime".repeat(text.chars().count());
+            }
+            _ => {}
+        }
         if text.chars().count() > 1 {
             if let Some(f) = function_name(text) {
                 return f.to_string();
@@ -364,6 +421,18 @@ impl Converter<'_> {
         token_text(text)
     }
 
+    /// Whether a prime `<mo>` starts its row (then it is `\prime`, else the postfix `'`).
+    fn prime_is_standalone(&self, id: NodeId) -> bool {
+        let Some(parent) = self.doc.parent(id) else {
+            return true;
+        };
+        let siblings = self.kids(parent);
+        match siblings.iter().position(|&s| s == id) {
+            Some(0) | None => true,
+            Some(i) => self.doc.name(siblings[i - 1]) == Some("mo"),
+        }
+    }
+
     fn mtext(&self, id: NodeId) -> String {
         let text = self.doc.text_content(id);
         if text.trim().is_empty() {
@@ -373,6 +442,8 @@ impl Converter<'_> {
         match self.doc.attr(id, "mathvariant") {
             Some("bold") => format!("\\textbf{{{body}}}"),
             Some("italic") => format!("\\textit{{{body}}}"),
+            Some("monospace") => format!("\\texttt{{{body}}}"),
+            Some("sans-serif") => format!("\\textsf{{{body}}}"),
             _ => format!("\\text{{{body}}}"),
         }
     }
@@ -991,7 +1062,13 @@ fn spaces(text: &str) -> String {
 /// Token text (`mi`, `mn`, `mo`) in math mode: each character through [`char_to_latex`].
 fn token_text(text: &str) -> String {
     let mut out = String::new();
-    for c in text.chars() {
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        if chars.peek() == Some(&'\u{338}') {
+            chars.next();
+            push_piece(&mut out, negated(c));
+            continue;
+        }
         match char_to_latex(c) {
             Some(s) => push_piece(&mut out, s),
             None if c.is_whitespace() => {}
@@ -1002,6 +1079,22 @@ fn token_text(text: &str) -> String {
         }
     }
     out
+}
+
+/// A character followed by U+0338 COMBINING LONG SOLIDUS OVERLAY (`∉` is `\notin`).
+fn negated(c: char) -> &'static str {
+    match c {
+        '∈' => "\\notin",
+        '=' => "\\neq",
+        '≡' => "\\not\\equiv",
+        '⊂' => "\\not\\subset",
+        '⊃' => "\\not\\supset",
+        '<' => "\\nless",
+        '>' => "\\ngtr",
+        '∼' => "\\nsim",
+        '∋' => "\\not\\ni",
+        _ => "\\not",
+    }
 }
 
 /// Stray text directly inside a math container (not in a token element).
@@ -1544,4 +1637,273 @@ fn styled_digit(font: &str, idx: usize) -> Option<&'static str> {
         _ => return None,
     };
     t.get(idx).copied()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Converts the first `<math>` of `html` (wrapped in `<math>` when it has none).
+    fn tex(html: &str) -> String {
+        let src = if html.contains("<math") {
+            html.to_string()
+        } else {
+            format!("<math>{html}</math>")
+        };
+        let doc = Document::parse(&src);
+        let math = doc.elements_named("math").next().expect("math element");
+        mathml_to_latex(&doc, math)
+    }
+
+    #[test]
+    fn tokens() {
+        assert_eq!(tex("<mi>x</mi><mo>+</mo><mn>2</mn>"), "x + 2");
+        assert_eq!(tex("<mi>sin</mi><mo>&#x2061;</mo><mi>x</mi>"), "\\sin x");
+        assert_eq!(tex("<mi>foo</mi>"), "\\mathrm{foo}");
+        assert_eq!(
+            tex("<mi>foo</mi><mo>&#x2061;</mo><mi>x</mi>"),
+            "\\operatorname{foo}x"
+        );
+        assert_eq!(tex("<mi>&alpha;</mi><mi>x</mi>"), "\\alpha x");
+        assert_eq!(tex("<mi mathvariant='bold'>x</mi>"), "\\mathbf{x}");
+        assert_eq!(tex("<mi mathvariant='double-struck'>R</mi>"), "\\mathbb{R}");
+        assert_eq!(tex("<mi mathvariant='fraktur'>g</mi>"), "\\mathfrak{g}");
+        assert_eq!(tex("<mi mathvariant='script'>L</mi>"), "\\mathcal{L}");
+        assert_eq!(tex("<mi mathvariant='sans-serif'>A</mi>"), "\\mathsf{A}");
+        assert_eq!(tex("<mi mathvariant='monospace'>A</mi>"), "\\mathtt{A}");
+        assert_eq!(
+            tex("<mi mathvariant='bold-italic'>v</mi>"),
+            "\\boldsymbol{v}"
+        );
+        assert_eq!(
+            tex("<mi mathvariant='normal'>d</mi><mi>x</mi>"),
+            "\\mathrm{d}x"
+        );
+        assert_eq!(tex("<mi mathvariant='normal'>m</mi><mi mathvariant='normal'>o</mi><mi mathvariant='normal'>d</mi>"), "\\mathrm{mod}");
+        assert_eq!(tex("<mo>{</mo><mi>x</mi><mo>}</mo>"), "\\{x\\}");
+        assert_eq!(tex("<mi>a</mi><mo>&InvisibleTimes;</mo><mi>b</mi>"), "ab");
+        assert_eq!(
+            tex("<mo>&sum;</mo><mo>&int;</mo><mo>&rarr;</mo>"),
+            "\\sum\\int\\to"
+        );
+        assert_eq!(
+            tex("<mi>&#x211D;</mi><mi>&#x1D431;</mi>"),
+            "\\mathbb{R}\\mathbf{x}"
+        );
+        assert_eq!(tex("<mo>&#x2208;&#x338;</mo>"), "\\notin");
+        assert_eq!(
+            tex("<mtext>if $x_1$ & 50%</mtext>"),
+            "\\text{if \\$x\\_1\\$ \\& 50\\%}"
+        );
+        assert_eq!(tex("<ms>ab</ms>"), "\\text{\"ab\"}");
+    }
+
+    #[test]
+    fn operators_are_spaced_and_prefix_ops_are_not() {
+        assert_eq!(tex("<mi>a</mi><mo>=</mo><mo>-</mo><mi>b</mi>"), "a = -b");
+        assert_eq!(tex("<mo>(</mo><mo>−</mo><mn>1</mn><mo>)</mo>"), "(-1)");
+        assert_eq!(tex("<mi>a</mi><mo>&le;</mo><mi>b</mi>"), "a \\leq b");
+    }
+
+    #[test]
+    fn fractions_roots_scripts() {
+        assert_eq!(tex("<mfrac><mi>a</mi><mi>b</mi></mfrac>"), "\\frac{a}{b}");
+        assert_eq!(
+            tex("<mfrac linethickness='0'><mi>a</mi><mi>b</mi></mfrac>"),
+            "{a \\atop b}"
+        );
+        assert_eq!(
+            tex("<mrow><mo>(</mo><mfrac linethickness='0px'><mi>n</mi><mi>k</mi></mfrac><mo>)</mo></mrow>"),
+            "\\binom{n}{k}"
+        );
+        assert_eq!(
+            tex("<msqrt><mi>x</mi><mo>+</mo><mn>1</mn></msqrt>"),
+            "\\sqrt{x + 1}"
+        );
+        assert_eq!(tex("<mroot><mi>x</mi><mn>3</mn></mroot>"), "\\sqrt[3]{x}");
+        assert_eq!(tex("<msub><mi>x</mi><mi>i</mi></msub>"), "x_{i}");
+        assert_eq!(tex("<msup><mi>x</mi><mn>2</mn></msup>"), "x^{2}");
+        assert_eq!(
+            tex("<msubsup><mi>x</mi><mi>i</mi><mn>2</mn></msubsup>"),
+            "x_{i}^{2}"
+        );
+        assert_eq!(
+            tex("<msup><mi>f</mi><mo>&prime;</mo></msup>"),
+            "f^{\\prime}"
+        );
+        assert_eq!(
+            tex("<msup><mrow><mo>(</mo><mi>a</mi><mo>+</mo><mi>b</mi><mo>)</mo></mrow><mn>2</mn></msup>"),
+            "{(a + b)}^{2}"
+        );
+        assert_eq!(
+            tex("<msup><mi>&alpha;</mi><mn>2</mn></msup>"),
+            "\\alpha^{2}"
+        );
+        assert_eq!(
+            tex("<mmultiscripts><mi>F</mi><mi>q</mi><none/><mprescripts/><mi>p</mi><none/></mmultiscripts>"),
+            "{}_{p}F_{q}"
+        );
+    }
+
+    #[test]
+    fn under_over() {
+        assert_eq!(
+            tex("<mover><mi>x</mi><mo>&#xAF;</mo></mover>"),
+            "\\overline{x}"
+        );
+        assert_eq!(
+            tex("<mover accent='true'><mi>x</mi><mo>^</mo></mover>"),
+            "\\hat{x}"
+        );
+        assert_eq!(tex("<mover><mi>x</mi><mo>~</mo></mover>"), "\\tilde{x}");
+        assert_eq!(tex("<mover><mi>v</mi><mo>&rarr;</mo></mover>"), "\\vec{v}");
+        assert_eq!(tex("<mover><mi>x</mi><mo>&#x2D9;</mo></mover>"), "\\dot{x}");
+        assert_eq!(tex("<mover><mi>x</mi><mo>&#xA8;</mo></mover>"), "\\ddot{x}");
+        assert_eq!(
+            tex("<munder><mrow><mi>a</mi><mi>b</mi></mrow><mo>&#x23DF;</mo></munder>"),
+            "\\underbrace{ab}"
+        );
+        assert_eq!(
+            tex("<munderover><mo>&sum;</mo><mrow><mi>i</mi><mo>=</mo><mn>1</mn></mrow><mi>n</mi></munderover>"),
+            "\\sum_{i = 1}^{n}"
+        );
+        assert_eq!(
+            tex("<munder><mi>lim</mi><mrow><mi>x</mi><mo>&rarr;</mo><mn>0</mn></mrow></munder>"),
+            "\\lim_{x \\to 0}"
+        );
+        assert_eq!(
+            tex("<munder><mi>x</mi><mi>y</mi></munder>"),
+            "\\underset{y}{x}"
+        );
+        assert_eq!(
+            tex("<mover><mi>x</mi><mi>y</mi></mover>"),
+            "\\overset{y}{x}"
+        );
+    }
+
+    #[test]
+    fn tables_and_fences() {
+        let cells = "<mtable><mtr><mtd><mi>a</mi></mtd><mtd><mi>b</mi></mtd></mtr><mtr><mtd><mi>c</mi></mtd><mtd><mi>d</mi></mtd></mtr></mtable>";
+        assert_eq!(tex(cells), "\\begin{matrix}a & b \\\\ c & d\\end{matrix}");
+        assert_eq!(
+            tex(&format!("<mrow><mo>(</mo>{cells}<mo>)</mo></mrow>")),
+            "\\begin{pmatrix}a & b \\\\ c & d\\end{pmatrix}"
+        );
+        assert_eq!(
+            tex(&format!("<mrow><mo>[</mo>{cells}<mo>]</mo></mrow>")),
+            "\\begin{bmatrix}a & b \\\\ c & d\\end{bmatrix}"
+        );
+        assert_eq!(
+            tex(&format!("<mrow><mo>|</mo>{cells}<mo>|</mo></mrow>")),
+            "\\begin{vmatrix}a & b \\\\ c & d\\end{vmatrix}"
+        );
+        assert_eq!(
+            tex("<mtable><mlabeledtr><mtd><mtext>(1)</mtext></mtd><mtd><mi>x</mi></mtd></mlabeledtr></mtable>"),
+            "\\begin{matrix}x\\end{matrix}"
+        );
+        assert_eq!(tex("<mfenced><mi>a</mi><mi>b</mi></mfenced>"), "(a, b)");
+        assert_eq!(
+            tex("<mfenced open='[' close='}' separators=';'><mi>a</mi><mi>b</mi></mfenced>"),
+            "[a; b\\}"
+        );
+        assert_eq!(
+            tex("<mrow><mo fence='true'>(</mo><mfrac><mn>1</mn><mn>2</mn></mfrac><mo fence='true'>)</mo></mrow>"),
+            "\\left(\\frac{1}{2} \\right)"
+        );
+    }
+
+    #[test]
+    fn layout_elements() {
+        assert_eq!(
+            tex("<mi>a</mi><mspace width='0.1667em'/><mi>b</mi>"),
+            "a\\,b"
+        );
+        assert_eq!(
+            tex("<mi>a</mi><mspace width='1em'/><mi>b</mi>"),
+            "a\\quad b"
+        );
+        assert_eq!(
+            tex("<mi>a</mi><mspace width='2em'/><mi>b</mi>"),
+            "a\\qquad b"
+        );
+        assert_eq!(
+            tex("<mi>a</mi><mspace width='thickmathspace'/><mi>b</mi>"),
+            "a\\;b"
+        );
+        assert_eq!(tex("<mphantom><mi>x</mi></mphantom>"), "\\phantom{x}");
+        assert_eq!(
+            tex("<menclose notation='box'><mi>x</mi></menclose>"),
+            "\\boxed{x}"
+        );
+        assert_eq!(
+            tex("<menclose notation='updiagonalstrike'><mi>x</mi></menclose>"),
+            "\\cancel{x}"
+        );
+        assert_eq!(
+            tex("<menclose notation='circle'><mi>x</mi></menclose>"),
+            "x"
+        );
+        assert_eq!(
+            tex("<mstyle mathcolor='red'><mpadded><mi>x</mi></mpadded></mstyle>"),
+            "x"
+        );
+        assert_eq!(tex("<maction><mi>x</mi><mi>y</mi></maction>"), "x");
+        assert_eq!(tex("<merror><mtext>oops</mtext></merror>"), "\\text{oops}");
+        assert_eq!(
+            tex("<semantics><mi>x</mi><annotation encoding='TeX'>y</annotation></semantics>"),
+            "x"
+        );
+    }
+
+    #[test]
+    fn annotation_then_alttext_then_conversion() {
+        let html = "<math alttext='a'><semantics><mi>x</mi><annotation encoding='application/x-tex'>\\xi</annotation></semantics></math>\
+                    <math alttext=' a_1 '><mi>x</mi></math><math><mi>x</mi></math>";
+        let doc = Document::parse(html);
+        let got: Vec<(String, Source)> = doc
+            .elements_named("math")
+            .map(|m| math_element_latex(&doc, m))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("\\xi".to_string(), Source::Annotation),
+                ("a_1".to_string(), Source::AltText),
+                ("x".to_string(), Source::Converted)
+            ]
+        );
+    }
+
+    #[test]
+    fn control_words_never_glue_to_letters() {
+        assert_eq!(tex("<mi>&pi;</mi><mi>r</mi>"), "\\pi r");
+        assert_eq!(tex("<mo>&forall;</mo><mi>x</mi>"), "\\forall x");
+        assert!(!needs_space("\\\\", "x"));
+    }
+
+    #[test]
+    fn never_panics_on_odd_mathml() {
+        for s in [
+            "<msub></msub>",
+            "<mfrac><mi>a</mi></mfrac>",
+            "<mroot></mroot>",
+            "<munderover/>",
+            "<mmultiscripts/>",
+            "<mmultiscripts><mi>x</mi><mprescripts/></mmultiscripts>",
+            "<mtable><mi>x</mi></mtable>",
+            "<mfenced open='' close=''/>",
+            "<mspace width='x'/>",
+            "<mo></mo><mo fence='true'></mo>",
+            "<mover><mi>x</mi></mover>",
+            "text only",
+            "<foo><bar>1</bar></foo>",
+            "<mi mathvariant='weird'>x</mi>",
+        ] {
+            let _ = tex(s);
+        }
+        let deep = format!("{}<mi>x</mi>", "<mrow>".repeat(5000));
+        let _ = tex(&deep);
+        let deep = format!("{}<mi>x</mi>", "<msqrt>".repeat(5000));
+        let _ = tex(&deep);
+    }
 }
