@@ -7,7 +7,7 @@
 //!
 //! The converter is a dispatch on the element name with one function per construct. It never
 //! panics: unknown elements become their children, odd arities fall back to something valid,
-//! and nesting deeper than [`MAX_DEPTH`] is emitted as escaped text.
+//! and nesting deeper than `MAX_DEPTH` (200) is emitted as escaped text.
 
 use crate::html::{Document, NodeId};
 

@@ -35,7 +35,7 @@ const rl = require('readline').createInterface({ input: process.stdin });
 rl.on('line', (line) => {
   let out;
   try {
-    out = katex.renderToString(JSON.parse(line), { output: 'mathml', throwOnError: false });
+    out = katex.renderToString(JSON.parse(line), { output: 'mathml', throwOnError: false, strict: 'ignore' });
   } catch (e) {
     out = '<span class="katex-error">' + String(e) + '</span>';
   }
