@@ -19,6 +19,7 @@ mod html_entities;
 pub mod langid;
 pub mod mathml;
 pub mod minhash;
+pub mod models;
 pub mod ngram;
 pub mod pipeline;
 pub mod prefilter;

@@ -2,6 +2,8 @@
 
 mod assets_cmd;
 mod lm_cmd;
+mod mathweb_cmd;
+mod mathweb_run_cmd;
 mod output;
 mod sae_cmd;
 mod sae_interp_cmd;
@@ -31,6 +33,9 @@ enum Cmd {
     /// Sparse autoencoders: train, eval, bench.
     #[command(subcommand)]
     Sae(sae_cmd::SaeCmd),
+    /// Math web data (OpenWebMath): extract pages, run the pipeline, train its filters.
+    #[command(subcommand)]
+    Mathweb(mathweb_cmd::MathwebCmd),
 }
 
 fn main() {
@@ -39,6 +44,7 @@ fn main() {
         Cmd::Assets(c) => assets_cmd::run(c, cli.json),
         Cmd::Lm(c) => lm_cmd::run(c, cli.json),
         Cmd::Sae(c) => sae_cmd::run(c, cli.json),
+        Cmd::Mathweb(c) => mathweb_cmd::run(c, cli.json),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");
