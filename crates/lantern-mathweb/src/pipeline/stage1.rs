@@ -206,8 +206,9 @@ pub fn process_page(
     stats.pass("latex_check");
     let mut lang = None;
     if let Some(l) = &filters.langid {
-        let p = l.english_prob(&e.text).unwrap_or(0.0);
-        lang = l.predict(&e.text).ok().map(|x| (x.lang, x.prob));
+        let view = prose(&e.text);
+        let p = l.english_prob(&view).unwrap_or(0.0);
+        lang = l.predict(&view).ok().map(|x| (x.lang, x.prob));
         if p < cfg.min_english {
             stats.drop("language", "not_english");
             return None;
@@ -261,4 +262,46 @@ pub fn process_page(
             warc_offset: page.warc_offset,
         },
     })
+}
+
+/// The prose of a document for language id: fenced code blocks dropped and each formula replaced
+/// by a space, so code and LaTeX commands do not read as another language.
+pub fn prose(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut in_code = false;
+    for line in text.lines() {
+        let t = line.trim_start();
+        if t.starts_with("```") || t.starts_with("~~~") {
+            in_code = !in_code;
+            continue;
+        }
+        if !in_code {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    let spans = crate::classifier::math_spans(&out);
+    if spans.is_empty() {
+        return out;
+    }
+    let mut kept = String::with_capacity(out.len());
+    let mut at = 0;
+    for r in spans {
+        kept.push_str(&out[at..r.start]);
+        kept.push(' ');
+        at = r.end;
+    }
+    kept.push_str(&out[at..]);
+    kept
+}
+
+#[cfg(test)]
+mod tests {
+    use super::prose;
+
+    #[test]
+    fn prose_drops_code_and_math() {
+        let t = "Let $x^2$ be big.\n```\nimport numpy as np\n```\n$$\\int f$$\nDone.";
+        assert_eq!(prose(t), "Let   be big.\n \nDone.\n");
+    }
 }
