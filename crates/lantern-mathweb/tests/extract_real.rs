@@ -267,3 +267,36 @@ fn page_structure_to_markdown() {
     );
     assert_eq!(e.math.tex_script, 2);
 }
+
+/// One formula per source OpenWebMath reads, in the markup each producer writes.
+#[test]
+fn every_math_source_becomes_latex() {
+    let html = r#"<html><head>
+<script type="text/x-mathjax-config">MathJax.Hub.Config({tex2jax: {inlineMath: [['$','$']]}});</script>
+</head><body><main>
+<p>mathjax2 <span class="MathJax_Preview">x</span><span class="MathJax">rendered</span><script type="math/tex">a^2</script> and
+<script type="math/tex; mode=display">\sum_i b_i</script></p>
+<p>katex <span class="katex"><span class="katex-mathml"><math><semantics><mrow><mi>c</mi></mrow><annotation encoding="application/x-tex">c_{k}</annotation></semantics></math></span><span class="katex-html" aria-hidden="true"><span>c</span></span></span></p>
+<p>katex display <span class="katex-display"><span class="katex"><span class="katex-mathml"><math display="block"><semantics><mi>d</mi><annotation encoding="application/x-tex">\int d</annotation></semantics></math></span></span></span></p>
+<p>mathjax3 <mjx-container class="MathJax" jax="CHTML"><mjx-math>e</mjx-math><mjx-assistive-mml><math><mi>e</mi><mo>+</mo><mn>1</mn></math></mjx-assistive-mml></mjx-container></p>
+<p>wiki <span class="mwe-math-element"><span class="mwe-math-mathml-inline mwe-math-mathml-a11y" style="display: none;"><math alttext="{\displaystyle f(x)}"><semantics><mrow><mi>f</mi></mrow><annotation encoding="application/x-tex">{\displaystyle f(x)}</annotation></semantics></math></span><img src="https://wikimedia.org/api/rest_v1/media/math/render/svg/abc" class="mwe-math-fallback-image-inline" alt="{\displaystyle f(x)}"></span></p>
+<p>alttext <math alttext="g \le h"><mi>g</mi></math> converted <math><mfrac><mi>p</mi><mi>q</mi></mfrac></math></p>
+<p>images <img class="latex" src="x.png" alt="\alpha"> <img src="https://latex.codecogs.com/gif.latex?%5Cbeta%5E2"> <img src="/cgi-bin/mimetex.cgi?\gamma"></p>
+<p>se <span class="math-container">$\delta$</span> text $\epsilon$ and [itex]\zeta[/itex]</p>
+<p>ascii <script type="math/asciimath">sqrt(x)</script></p>
+</main></body></html>"#;
+    let e = extract(html, &ExtractOptions::default()).unwrap();
+    for want in [
+        "$a^2$", "$$\\sum_i b_i$$", "$c_{k}$", "$$\\int d$$", "$e + 1$", "$f(x)$", "$g \\le h$",
+        "$\\frac{p}{q}$", "$\\alpha$", "$\\beta^2$", "$\\gamma$", "$\\delta$", "$\\epsilon$",
+        "$\\zeta$", "$\\sqrt{x}$",
+    ] {
+        assert!(e.text.contains(want), "{want} missing from:\n{}", e.text);
+    }
+    assert!(!e.text.contains("rendered"), "MathJax output duplicated:\n{}", e.text);
+    assert_eq!(e.math.tex_script, 2);
+    assert_eq!(e.math.asciimath, 1);
+    assert_eq!(e.math.image, 3);
+    assert_eq!(e.math.mathml_alttext, 1);
+    assert_eq!(e.math.mathml_converted, 2, "the MathJax 3 assistive MathML and the bare mfrac");
+}
