@@ -8,10 +8,12 @@
 //! perplexity thresholds, removes exact and MinHash near duplicates and writes
 //! `OUT/data-NNNNN.jsonl.zst` and `OUT/stats.json`.
 
+mod sharded;
 mod stage1;
 mod stage2;
 mod stats;
 
+pub use sharded::{dedup_buckets, dedup_cluster, dedup_filter, dedup_signatures, extracted_files};
 pub use stage1::{process_input, process_page, Filters, Input, Page};
 pub use stage2::finalize;
 pub use stats::{StageStats, Stats};

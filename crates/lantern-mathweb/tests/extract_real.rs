@@ -287,16 +287,35 @@ fn every_math_source_becomes_latex() {
 </main></body></html>"#;
     let e = extract(html, &ExtractOptions::default()).unwrap();
     for want in [
-        "$a^2$", "$$\\sum_i b_i$$", "$c_{k}$", "$$\\int d$$", "$e + 1$", "$f(x)$", "$g \\le h$",
-        "$\\frac{p}{q}$", "$\\alpha$", "$\\beta^2$", "$\\gamma$", "$\\delta$", "$\\epsilon$",
-        "$\\zeta$", "$\\sqrt{x}$",
+        "$a^2$",
+        "$$\\sum_i b_i$$",
+        "$c_{k}$",
+        "$$\\int d$$",
+        "$e + 1$",
+        "$f(x)$",
+        "$g \\le h$",
+        "$\\frac{p}{q}$",
+        "$\\alpha$",
+        "$\\beta^2$",
+        "$\\gamma$",
+        "$\\delta$",
+        "$\\epsilon$",
+        "$\\zeta$",
+        "$\\sqrt{x}$",
     ] {
         assert!(e.text.contains(want), "{want} missing from:\n{}", e.text);
     }
-    assert!(!e.text.contains("rendered"), "MathJax output duplicated:\n{}", e.text);
+    assert!(
+        !e.text.contains("rendered"),
+        "MathJax output duplicated:\n{}",
+        e.text
+    );
     assert_eq!(e.math.tex_script, 2);
     assert_eq!(e.math.asciimath, 1);
     assert_eq!(e.math.image, 3);
     assert_eq!(e.math.mathml_alttext, 1);
-    assert_eq!(e.math.mathml_converted, 2, "the MathJax 3 assistive MathML and the bare mfrac");
+    assert_eq!(
+        e.math.mathml_converted, 2,
+        "the MathJax 3 assistive MathML and the bare mfrac"
+    );
 }

@@ -21,6 +21,24 @@ pub enum MathwebCmd {
     TrainClassifier(TrainClassifierArgs),
     /// Train the Kneser-Ney perplexity LM (default: the recipe's math texts).
     TrainLm(TrainLmArgs),
+    /// Stage 2 for many machines: MinHash dedup over a run's stage-1 files in four sharded
+    /// steps (signatures, buckets, cluster, filter); kept documents go to DIR/deduped/.
+    Dedup(DedupArgs),
+}
+
+#[derive(Args)]
+pub struct DedupArgs {
+    /// signatures | buckets | cluster | filter
+    step: String,
+    /// The run's output folder (holds extracted/).
+    #[arg(long)]
+    out: PathBuf,
+    /// This machine's slice: files (signatures, filter) or partitions (buckets) I, I+N, ...
+    #[arg(long, default_value = "0/1")]
+    shard: String,
+    /// Bucket partitions (the same number in every step).
+    #[arg(long, default_value_t = 16)]
+    partitions: u32,
 }
 
 #[derive(Args)]
@@ -135,6 +153,7 @@ pub fn run(cmd: MathwebCmd, json: bool) -> Result<()> {
         MathwebCmd::Run(a) => crate::mathweb_run_cmd::run(a.into_plan()?, json),
         MathwebCmd::TrainClassifier(a) => train_classifier(a, json),
         MathwebCmd::TrainLm(a) => train_lm(a, json),
+        MathwebCmd::Dedup(a) => dedup_step(a, json),
     }
 }
 
@@ -330,6 +349,36 @@ fn train_lm(a: TrainLmArgs, json: bool) -> Result<()> {
         "ngrams": (1..=a.order).map(|n| model.num_ngrams(n)).collect::<Vec<_>>(),
         "seconds": start.elapsed().as_secs_f64(),
     });
+    crate::output::print(&v, json);
+    Ok(())
+}
+
+fn dedup_step(a: DedupArgs, json: bool) -> Result<()> {
+    use lantern_mathweb::pipeline::{
+        dedup_buckets, dedup_cluster, dedup_filter, dedup_signatures, Config,
+    };
+    let shard = parse_shard(&a.shard)?;
+    let cfg = Config::default();
+    if a.partitions == 0 {
+        bail!("--partitions must be at least 1");
+    }
+    let v = match a.step.as_str() {
+        "signatures" => {
+            json!({"step": "signatures", "records": dedup_signatures(&a.out, shard, a.partitions, &cfg)?})
+        }
+        "buckets" => {
+            json!({"step": "buckets", "edges": dedup_buckets(&a.out, shard, a.partitions)?})
+        }
+        "cluster" => {
+            let (removed, clusters) = dedup_cluster(&a.out, a.partitions)?;
+            json!({"step": "cluster", "removed": removed, "clusters": clusters})
+        }
+        "filter" => {
+            let (kept, removed) = dedup_filter(&a.out, shard, &cfg)?;
+            json!({"step": "filter", "docs_in": kept + removed, "docs_out": kept})
+        }
+        other => bail!("unknown dedup step {other:?}: use signatures, buckets, cluster or filter"),
+    };
     crate::output::print(&v, json);
     Ok(())
 }

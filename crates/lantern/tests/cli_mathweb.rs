@@ -179,6 +179,62 @@ fn run_on_recorded_warcs_resumes_and_shards() {
     };
     assert_eq!(urls(&read_docs(&sharded)), urls(&docs));
 
+    // Stage 2 as four sharded dedup steps keeps the same documents as the one-machine run.
+    let sh = sharded.to_str().unwrap();
+    for step in ["signatures", "buckets"] {
+        for shard in ["0/2", "1/2"] {
+            json_of(&lantern(&[
+                "mathweb",
+                "dedup",
+                step,
+                "--json",
+                "--out",
+                sh,
+                "--shard",
+                shard,
+                "--partitions",
+                "3",
+            ]));
+        }
+    }
+    let c = json_of(&lantern(&[
+        "mathweb",
+        "dedup",
+        "cluster",
+        "--json",
+        "--out",
+        sh,
+        "--partitions",
+        "3",
+    ]));
+    assert!(c["removed"].as_u64().unwrap() > 0, "{c}");
+    let mut kept = 0;
+    for shard in ["0/2", "1/2"] {
+        let f = json_of(&lantern(&[
+            "mathweb",
+            "dedup",
+            "filter",
+            "--json",
+            "--out",
+            sh,
+            "--shard",
+            shard,
+            "--partitions",
+            "3",
+        ]));
+        kept += f["docs_out"].as_u64().unwrap();
+    }
+    assert_eq!(kept as usize, docs.len());
+    let deduped = sharded.join("deduped");
+    let mut dd = Vec::new();
+    for e in std::fs::read_dir(&deduped).unwrap() {
+        let raw = zstd::decode_all(std::fs::File::open(e.unwrap().path()).unwrap()).unwrap();
+        for line in String::from_utf8(raw).unwrap().lines() {
+            dd.push(serde_json::from_str::<Value>(line).unwrap());
+        }
+    }
+    assert_eq!(urls(&dd), urls(&docs));
+
     // A damaged WARC (cut in the middle) is read up to the damage, counted, and the run goes on.
     let bytes = std::fs::read(&a).unwrap();
     let cut = tmp.path().join("cut");

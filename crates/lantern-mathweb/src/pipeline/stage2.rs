@@ -36,7 +36,7 @@ pub fn finalize(out: &Path, cfg: &Config) -> Result<(Stats, Vec<PathBuf>), Pipel
     Ok((stats, files))
 }
 
-fn final_filters(docs: Vec<Doc>, cfg: &Config, stats: &mut Stats) -> Vec<Doc> {
+pub(crate) fn final_filters(docs: Vec<Doc>, cfg: &Config, stats: &mut Stats) -> Vec<Doc> {
     docs.into_iter()
         .filter(|d| {
             if d.metadata
