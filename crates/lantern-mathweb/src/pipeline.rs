@@ -51,6 +51,9 @@ pub struct Config {
     pub near_dedup: bool,
     /// Documents per output file.
     pub docs_per_file: usize,
+    /// Pages larger than this many bytes are skipped (a guard against pathological pages in
+    /// place of OpenWebMath's per-file timeout; 8 MiB).
+    pub max_page_bytes: usize,
 }
 
 impl Default for Config {
@@ -68,6 +71,7 @@ impl Default for Config {
             final_max_perplexity: 15_000.0,
             near_dedup: true,
             docs_per_file: 50_000,
+            max_page_bytes: 8 << 20,
         }
     }
 }

@@ -174,6 +174,10 @@ pub fn process_page(
     filters: &Filters,
     stats: &mut Stats,
 ) -> Option<Doc> {
+    if page.body.len() > cfg.max_page_bytes {
+        stats.drop("prefilter", "too_large");
+        return None;
+    }
     let html = decode_html(&page.body, page.http_charset.as_deref(), Some(&page.url)).text;
     let pre = prefilter(&html);
     if pre == Prefilter::NoMath {
@@ -297,7 +301,45 @@ pub fn prose(text: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::prose;
+    use super::*;
+
+    fn page(html: &str) -> Page {
+        Page {
+            body: html.as_bytes().to_vec(),
+            http_charset: None,
+            url: "https://example.org/p".into(),
+            date: String::new(),
+            source_file: "t.warc.gz".into(),
+            warc_offset: Some(7),
+        }
+    }
+
+    #[test]
+    fn pages_are_counted_at_the_stage_that_drops_them() {
+        let cfg = Config {
+            max_page_bytes: 4000,
+            ..Config::default()
+        };
+        let f = Filters::default();
+        let mut s = Stats::default();
+        let body =
+            "The derivative of the square is linear, as the limit of difference quotients shows. ";
+        let math = format!(
+            "<script src=MathJax.js></script><p>{} \\(x^2\\)</p>",
+            body.repeat(3)
+        );
+        let doc = process_page(&page(&math), &cfg, &f, &mut s).expect("a math page passes");
+        assert!(doc.text.contains("$x^2$"));
+        assert_eq!(doc.metadata.warc_offset, Some(7));
+        assert!(process_page(&page("<p>no math here</p>"), &cfg, &f, &mut s).is_none());
+        let big = format!("<script src=MathJax.js></script>{}", "x".repeat(5000));
+        assert!(process_page(&page(&big), &cfg, &f, &mut s).is_none());
+        let pre = &s.stages["prefilter"];
+        assert_eq!((pre.docs_in, pre.docs_out), (3, 1));
+        assert_eq!(pre.dropped["no_math_markup"], 1);
+        assert_eq!(pre.dropped["too_large"], 1);
+        assert_eq!(s.stages["rules"].docs_out, 1);
+    }
 
     #[test]
     fn prose_drops_code_and_math() {
