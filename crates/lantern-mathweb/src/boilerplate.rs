@@ -97,6 +97,11 @@ pub fn is_furniture(doc: &Document, id: NodeId) -> bool {
         .any(names_furniture)
 }
 
+/// Whether an element is hidden from readers (`hidden`, `aria-hidden`, `display:none`).
+pub fn is_hidden_element(el: &crate::html::Element) -> bool {
+    is_hidden(el.attr("style"), el.attr("hidden"), el.attr("aria-hidden"))
+}
+
 fn is_hidden(style: Option<&str>, hidden: Option<&str>, aria: Option<&str>) -> bool {
     if hidden.is_some() || aria == Some("true") {
         return true;

@@ -3,7 +3,7 @@
 use super::delimiters::{Delimiters, Piece};
 use super::math_sources::classify;
 use super::{ExtractOptions, MathCounts, MathElement};
-use crate::boilerplate::is_furniture;
+use crate::boilerplate::{is_furniture, is_hidden_element};
 use crate::html::{Document, Element, NodeData, NodeId};
 
 /// Inline content collected for the current block.
@@ -180,14 +180,21 @@ impl<'a> Renderer<'a> {
 
     /// Furniture, or a block whose text is mostly link text (and holds no math).
     fn is_noise(&self, id: NodeId, el: &Element) -> bool {
+        let text = self.text_len[id as usize] as f64;
+        let links = self.link_len[id as usize] as f64;
         if is_furniture(self.doc, id) {
-            return true;
+            // A tip box or margin note with math inside the content (Sphinx's `sidebar`
+            // directive) is content; navigation with math in its link titles is link-dense.
+            let boxed = matches!(el.name.as_str(), "aside" | "div" | "section" | "p" | "span");
+            return !(boxed
+                && self.has_math[id as usize]
+                && links < 0.5 * text
+                && !is_hidden_element(el));
         }
         if !LINK_FARM_CANDIDATES.contains(&el.name.as_str()) || self.has_math[id as usize] {
             return false;
         }
-        let text = self.text_len[id as usize] as f64;
-        text > 0.0 && self.link_len[id as usize] as f64 / text > self.opts.link_density
+        text > 0.0 && links / text > self.opts.link_density
     }
 
     fn heading(&mut self, id: NodeId, el: &Element) {
@@ -275,7 +282,7 @@ impl<'a> Renderer<'a> {
         self.children(id);
         let inline = std::mem::replace(&mut self.inline, saved);
         let (text, math) = self.render_inline(&inline);
-        (text.replace('\n', " ").replace('|', "\\|"), math)
+        (escape_pipes_outside_math(&text.replace('\n', " ")), math)
     }
 
     /// Ends the current block (a pending list marker waits for the first block with text).
@@ -407,6 +414,25 @@ fn push_math(out: &mut String, tex: &str, display: bool) {
     }
 }
 
+/// Escapes `|` for a Markdown table cell, but never inside `$..$` / `$$..$$` (the formula
+/// must stay byte-identical; `\|` means ‖ in LaTeX).
+fn escape_pipes_outside_math(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut in_math = false;
+    let mut prev = '\0';
+    for c in s.chars() {
+        if c == '$' && prev != '\\' {
+            in_math = !in_math;
+        }
+        if c == '|' && !in_math {
+            out.push('\\');
+        }
+        out.push(c);
+        prev = c;
+    }
+    out
+}
+
 /// Trims every line, drops empty ones, and joins them with newlines.
 fn tidy_lines(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
@@ -417,11 +443,13 @@ fn tidy_lines(s: &str) -> String {
         } else {
             line.trim()
         };
+        let was_display = in_display;
         let dollars = t.matches("$$").count();
         if dollars % 2 == 1 {
             in_display = !in_display;
         }
-        if t.is_empty() {
+        // Blank lines inside a display formula are part of its source: keep them.
+        if t.is_empty() && !was_display {
             continue;
         }
         if !out.is_empty() {
