@@ -59,17 +59,13 @@ fn record_crawls(dir: &Path) -> (PathBuf, PathBuf, usize, usize) {
     (pa, pb, a.len() + b.len(), 44)
 }
 
-fn read_docs(out: &Path) -> Vec<Value> {
+/// The documents of every `.jsonl.zst` file in `dir` whose name starts with `prefix`.
+fn docs_in(dir: &Path, prefix: &str) -> Vec<Value> {
     let mut docs = Vec::new();
-    let mut files: Vec<PathBuf> = std::fs::read_dir(out)
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
         .unwrap()
         .map(|e| e.unwrap().path())
-        .filter(|p| {
-            p.file_name()
-                .unwrap()
-                .to_string_lossy()
-                .starts_with("data-")
-        })
+        .filter(|p| p.file_name().unwrap().to_string_lossy().starts_with(prefix))
         .collect();
     files.sort();
     for f in files {
@@ -79,6 +75,29 @@ fn read_docs(out: &Path) -> Vec<Value> {
         }
     }
     docs
+}
+
+/// The dataset documents of a finished run.
+fn read_docs(out: &Path) -> Vec<Value> {
+    docs_in(out, "data-")
+}
+
+/// `lantern mathweb dedup STEP --json --out OUT --partitions 3 [--shard S]`.
+fn dedup(step: &str, out: &str, shard: Option<&str>) -> Value {
+    let mut args = vec![
+        "mathweb",
+        "dedup",
+        step,
+        "--json",
+        "--out",
+        out,
+        "--partitions",
+        "3",
+    ];
+    if let Some(s) = shard {
+        args.extend(["--shard", s]);
+    }
+    json_of(&lantern(&args))
 }
 
 fn run(input: &[&Path], out: &Path, extra: &[&str]) -> Value {
@@ -183,56 +202,17 @@ fn run_on_recorded_warcs_resumes_and_shards() {
     let sh = sharded.to_str().unwrap();
     for step in ["signatures", "buckets"] {
         for shard in ["0/2", "1/2"] {
-            json_of(&lantern(&[
-                "mathweb",
-                "dedup",
-                step,
-                "--json",
-                "--out",
-                sh,
-                "--shard",
-                shard,
-                "--partitions",
-                "3",
-            ]));
+            dedup(step, sh, Some(shard));
         }
     }
-    let c = json_of(&lantern(&[
-        "mathweb",
-        "dedup",
-        "cluster",
-        "--json",
-        "--out",
-        sh,
-        "--partitions",
-        "3",
-    ]));
+    let c = dedup("cluster", sh, None);
     assert!(c["removed"].as_u64().unwrap() > 0, "{c}");
-    let mut kept = 0;
-    for shard in ["0/2", "1/2"] {
-        let f = json_of(&lantern(&[
-            "mathweb",
-            "dedup",
-            "filter",
-            "--json",
-            "--out",
-            sh,
-            "--shard",
-            shard,
-            "--partitions",
-            "3",
-        ]));
-        kept += f["docs_out"].as_u64().unwrap();
-    }
+    let kept: u64 = ["0/2", "1/2"]
+        .iter()
+        .map(|s| dedup("filter", sh, Some(s))["docs_out"].as_u64().unwrap())
+        .sum();
     assert_eq!(kept as usize, docs.len());
-    let deduped = sharded.join("deduped");
-    let mut dd = Vec::new();
-    for e in std::fs::read_dir(&deduped).unwrap() {
-        let raw = zstd::decode_all(std::fs::File::open(e.unwrap().path()).unwrap()).unwrap();
-        for line in String::from_utf8(raw).unwrap().lines() {
-            dd.push(serde_json::from_str::<Value>(line).unwrap());
-        }
-    }
+    let dd = docs_in(&sharded.join("deduped"), "");
     assert_eq!(urls(&dd), urls(&docs));
 
     // A damaged WARC (cut in the middle) is read up to the damage, counted, and the run goes on.

@@ -270,20 +270,21 @@ fn find_close(text: &str, from: usize, close: &str) -> Option<usize> {
     None
 }
 
+/// The bracketed array after `key` in a script (`key: [ ... ]`), brackets included.
+fn array_after<'a>(code: &'a str, key: &str) -> Option<&'a str> {
+    let k = code.find(key)?;
+    let start = k + code[k..].find('[')?;
+    let len = bracket_span(&code[start..])?;
+    Some(&code[start..start + len])
+}
+
 /// Pairs from a MathJax config key: `inlineMath: [['$','$'], ['\\(','\\)']]`.
 fn config_pairs(code: &str, key: &str) -> Vec<(String, String)> {
     let mut out = Vec::new();
-    let Some(k) = code.find(key) else {
+    let Some(array) = array_after(code, key) else {
         return out;
     };
-    let Some(open) = code[k..].find('[') else {
-        return out;
-    };
-    let start = k + open;
-    let Some(len) = bracket_span(&code[start..]) else {
-        return out;
-    };
-    let strings = js_strings(&code[start..start + len]);
+    let strings = js_strings(array);
     for pair in strings.chunks(2) {
         if let [o, c] = pair {
             out.push((o.clone(), c.clone()));
@@ -295,17 +296,10 @@ fn config_pairs(code: &str, key: &str) -> Vec<(String, String)> {
 /// KaTeX auto-render `delimiters: [{left: "$$", right: "$$", display: true}, ...]`.
 fn katex_pairs(code: &str) -> Vec<(String, String, bool)> {
     let mut out = Vec::new();
-    let Some(k) = code.find("delimiters") else {
+    let Some(array) = array_after(code, "delimiters") else {
         return out;
     };
-    let Some(open) = code[k..].find('[') else {
-        return out;
-    };
-    let start = k + open;
-    let Some(len) = bracket_span(&code[start..]) else {
-        return out;
-    };
-    for obj in code[start + 1..start + len].split('}') {
+    for obj in array[1..array.len() - 1].split('}') {
         let field = |name: &str| {
             let at = obj.find(name)?;
             js_strings(&obj[at + name.len()..]).into_iter().next()

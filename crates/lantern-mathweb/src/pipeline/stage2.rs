@@ -8,13 +8,7 @@ use std::path::{Path, PathBuf};
 /// `out/data-NNNNN.jsonl.zst` and `out/stats.json` (stage-1 counts of every input merged in).
 /// Returns the merged stats and the data files.
 pub fn finalize(out: &Path, cfg: &Config) -> Result<(Stats, Vec<PathBuf>), PipelineError> {
-    let dir = out.join("extracted");
-    let mut names: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .map_err(io_err(&dir))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.to_string_lossy().ends_with(".jsonl.zst"))
-        .collect();
-    names.sort();
+    let names = super::extracted_files(out)?;
     let mut stats = Stats::default();
     let mut docs: Vec<Doc> = Vec::new();
     for data in &names {
