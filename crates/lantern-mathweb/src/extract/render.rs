@@ -375,7 +375,7 @@ impl<'a> Renderer<'a> {
     }
 }
 
-/// Text outside math: whitespace collapsed, `$` escaped.
+/// Text outside math: whitespace collapsed, `$` and backticks escaped.
 fn push_text(out: &mut String, t: &str) {
     let mut prev_space = out.ends_with([' ', '\n']) || out.is_empty();
     let mut prev_backslash = false;
@@ -388,7 +388,8 @@ fn push_text(out: &mut String, t: &str) {
             prev_backslash = false;
             continue;
         }
-        if c == '$' && !prev_backslash {
+        // `$` would open math and a backtick a code span that swallows the next formula's `$`.
+        if (c == '$' || c == '`') && !prev_backslash {
             out.push('\\');
         }
         out.push(c);
@@ -398,20 +399,38 @@ fn push_text(out: &mut String, t: &str) {
 }
 
 fn push_math(out: &mut String, tex: &str, display: bool) {
-    let tex = tex.trim();
     if display {
         if !out.is_empty() && !out.ends_with('\n') {
             out.push('\n');
         }
         out.push_str("$$");
-        out.push_str(tex);
+        out.push_str(&fence_safe(tex.trim()));
         out.push_str("$$\n");
     } else {
         let one_line: String = tex.split_whitespace().collect::<Vec<_>>().join(" ");
         out.push('$');
-        out.push_str(&one_line);
+        out.push_str(&fence_safe(&one_line));
         out.push('$');
     }
+}
+
+/// A formula that cannot end its own delimiters: a bare `$` inside (invalid TeX in math mode
+/// anyway) becomes `\$`, and a trailing lone backslash gets a space (`\ `, TeX's control space)
+/// so it does not escape the closing `$`.
+fn fence_safe(tex: &str) -> String {
+    let mut out = String::with_capacity(tex.len() + 1);
+    let mut backslashes = 0;
+    for c in tex.chars() {
+        if c == '$' && backslashes % 2 == 0 {
+            out.push('\\');
+        }
+        out.push(c);
+        backslashes = if c == '\\' { backslashes + 1 } else { 0 };
+    }
+    if backslashes % 2 == 1 {
+        out.push(' ');
+    }
+    out
 }
 
 /// Escapes `|` for a Markdown table cell, but never inside `$..$` / `$$..$$` (the formula
