@@ -6,6 +6,9 @@
 //! [`data::Dataset`] type; [`triggers`] draws and stamps the paper's trigger families;
 //! [`poison`] builds poisoned training sets and the attack-success test set.
 
+pub mod baseline;
+pub mod cnn;
 pub mod data;
+pub mod metrics;
 pub mod poison;
 pub mod triggers;
