@@ -19,9 +19,10 @@
 //! size and makes the network permutation-equivariant in its hidden channels (see
 //! [`permute_hidden_units`]). The 2×2 max-pool floors odd sizes (7 → 3), as PyTorch does.
 //!
-//! Convolutions are direct loops over the 3×3 taps with the innermost loop running along a
-//! contiguous image row; samples of a batch run in parallel with rayon. At these widths
-//! (≤ 64 channels, ≤ 32×32 pixels) this avoids the im2col copy entirely.
+//! Convolutions are im2col + `gemm` matrix products (see `conv.rs`); samples of a batch run
+//! in parallel with rayon, each with a single-threaded gemm. Measured on the 1×28×28,
+//! 8/16/32 network at batch 128 (release, 2 threads): 62 ms per training step with gemm
+//! against 396 ms with direct per-tap loops.
 //!
 //! # Parameter order
 //!
@@ -32,6 +33,7 @@
 //! [w]`; then `head.weight [classes, w_last]`, `head.bias [classes]`.
 
 mod backward;
+mod conv;
 mod forward;
 mod optim;
 mod params;

@@ -1,6 +1,7 @@
 //! Hand-written backward pass and [`loss_and_grad`].
 
-use super::forward::{check_batch, for_each_tap_row, sample_forward, LnOut, SampleCache};
+use super::conv::conv3x3_backward;
+use super::forward::{check_batch, sample_forward, LnOut, SampleCache};
 use super::params::{CONV1_B, CONV1_W, CONV2_B, CONV2_W, LN1_B, LN1_G, LN2_B, LN2_G, PER_BLOCK};
 use super::{CnnConfig, Params};
 use rayon::prelude::*;
@@ -42,53 +43,6 @@ fn layer_norm_relu_backward(
         .zip(&ln.xhat)
         .map(|(&d, &x)| ln.inv_std * (d - mean_d - x * mean_dx))
         .collect()
-}
-
-/// Backward of a padded 3×3 conv `[c_in, h, w] -> [c_out, h, w]`: accumulates `dw`, `db`
-/// and returns the input gradient when `need_din`.
-#[allow(clippy::too_many_arguments)]
-fn conv3x3_backward(
-    input: &[f32],
-    c_in: usize,
-    h: usize,
-    w: usize,
-    weight: &[f32],
-    dout: &[f32],
-    dw: &mut [f32],
-    db: &mut [f32],
-    need_din: bool,
-) -> Option<Vec<f32>> {
-    let hw = h * w;
-    let mut din = need_din.then(|| vec![0.0f32; c_in * hw]);
-    for (o, g) in dout.chunks_exact(hw).enumerate() {
-        db[o] += g.iter().sum::<f32>();
-        for i in 0..c_in {
-            let src = &input[i * hw..(i + 1) * hw];
-            let k0 = (o * c_in + i) * 9;
-            let mut acc = [0.0f32; 9];
-            for_each_tap_row(h, w, |t, oo, io, len| {
-                acc[t] += g[oo..oo + len]
-                    .iter()
-                    .zip(&src[io..io + len])
-                    .map(|(a, b)| a * b)
-                    .sum::<f32>();
-            });
-            for t in 0..9 {
-                dw[k0 + t] += acc[t];
-            }
-            if let Some(din) = din.as_mut() {
-                let plane = &mut din[i * hw..(i + 1) * hw];
-                let k = &weight[k0..k0 + 9];
-                for_each_tap_row(h, w, |t, oo, io, len| {
-                    let wv = k[t];
-                    for (d, s) in plane[io..io + len].iter_mut().zip(&g[oo..oo + len]) {
-                        *d += wv * s;
-                    }
-                });
-            }
-        }
-    }
-    din
 }
 
 /// Backward of block `b` given the gradient w.r.t. its output; returns the gradient

@@ -1,6 +1,7 @@
 //! Forward pass: layer kernels (shared with the backward pass), per-sample caches,
 //! [`forward`], [`predict`] and [`accuracy`].
 
+use super::conv::conv3x3;
 use super::params::{CONV1_B, CONV1_W, CONV2_B, CONV2_W, LN1_B, LN1_G, LN2_B, LN2_G};
 use super::{CnnConfig, Params};
 use rayon::prelude::*;
@@ -57,8 +58,9 @@ pub(crate) fn for_each_tap_row(h: usize, w: usize, mut f: impl FnMut(usize, usiz
     }
 }
 
-/// 3×3 convolution with padding 1: `[c_in, h, w] -> [c_out, h, w]`.
-pub(crate) fn conv3x3(
+/// Direct-loop 3×3 convolution with padding 1 (reference for the gemm version in tests).
+#[cfg(test)]
+pub(crate) fn conv3x3_direct(
     input: &[f32],
     c_in: usize,
     h: usize,

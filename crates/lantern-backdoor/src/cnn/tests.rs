@@ -240,3 +240,24 @@ fn time_training_step() {
         rayon::current_num_threads()
     );
 }
+
+#[test]
+fn gemm_conv_matches_direct_loops() {
+    let mut rng = StdRng::seed_from_u64(9);
+    let (c_in, c_out, h, w) = (3, 4, 5, 7);
+    let x: Vec<f32> = (0..c_in * h * w)
+        .map(|_| rng.gen_range(-1.0..1.0))
+        .collect();
+    let k: Vec<f32> = (0..c_out * c_in * 9)
+        .map(|_| rng.gen_range(-1.0..1.0))
+        .collect();
+    let b: Vec<f32> = (0..c_out).map(|_| rng.gen_range(-1.0..1.0)).collect();
+    let a = conv::conv3x3(&x, c_in, h, w, &k, &b);
+    let d = forward::conv3x3_direct(&x, c_in, h, w, &k, &b);
+    let diff = a
+        .iter()
+        .zip(&d)
+        .map(|(p, q)| (p - q).abs())
+        .fold(0.0, f32::max);
+    assert!(diff < 1e-5, "max diff {diff}");
+}
