@@ -1,0 +1,263 @@
+//! Unit tests: gradient check, permutation invariance, training, safetensors, timing.
+
+use super::*;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+fn tiny_cfg() -> CnnConfig {
+    CnnConfig {
+        in_channels: 1,
+        height: 8,
+        width: 8,
+        widths: vec![2, 3],
+        classes: 3,
+    }
+}
+
+fn random_images(n: usize, cfg: &CnnConfig, rng: &mut StdRng) -> Vec<f32> {
+    (0..n * cfg.image_len())
+        .map(|_| rng.gen_range(-1.0..1.0))
+        .collect()
+}
+
+#[test]
+fn gradient_matches_finite_differences() {
+    let cfg = tiny_cfg();
+    let mut rng = StdRng::seed_from_u64(7);
+    let mut p = Params::init(&cfg, &mut rng);
+    // Non-trivial LayerNorm affines so their gradients are exercised off the identity.
+    for t in 0..p.tensors.len() {
+        if p.names()[t].contains(".ln") {
+            p.tensors[t]
+                .iter_mut()
+                .for_each(|v| *v += rng.gen_range(-0.3..0.3));
+        }
+    }
+    let batch = 3;
+    let images = random_images(batch, &cfg, &mut rng);
+    let labels = [0u8, 2, 1];
+    let (_, grads) = loss_and_grad(&p, &cfg, &images, &labels, batch);
+    let mut worst = 0.0f32;
+    // Small enough that block 0 (2 channels, strongly curved through its LayerNorms) is
+    // locally linear, large enough that f32 rounding of the loss stays ~1e-5.
+    let eps = 1e-3f32;
+    for t in 0..p.tensors.len() {
+        let n = p.tensors[t].len();
+        for j in [0, n / 2, n - 1, (n * 3) / 4] {
+            let orig = p.tensors[t][j];
+            p.tensors[t][j] = orig + eps;
+            let (lp, _) = loss_and_grad(&p, &cfg, &images, &labels, batch);
+            p.tensors[t][j] = orig - eps;
+            let (lm, _) = loss_and_grad(&p, &cfg, &images, &labels, batch);
+            p.tensors[t][j] = orig;
+            let num = (lp - lm) / (2.0 * eps);
+            let ana = grads.tensors[t][j];
+            let rel = (num - ana).abs() / num.abs().max(ana.abs()).max(1e-2);
+            assert!(
+                rel < 1e-2,
+                "{}[{j}]: analytic {ana} numeric {num} rel {rel}",
+                p.names()[t]
+            );
+            worst = worst.max(rel);
+        }
+    }
+    eprintln!("gradient check worst relative error {worst:.2e}");
+}
+
+#[test]
+fn permuted_network_computes_the_same_function() {
+    let cfg = CnnConfig {
+        in_channels: 3,
+        height: 12,
+        width: 12,
+        widths: vec![4, 5, 6],
+        classes: 10,
+    };
+    let mut rng = StdRng::seed_from_u64(3);
+    let mut p = Params::init(&cfg, &mut rng);
+    for t in 0..p.tensors.len() {
+        p.tensors[t]
+            .iter_mut()
+            .for_each(|v| *v += rng.gen_range(-0.2..0.2));
+    }
+    let q = permute_hidden_units(&p, &cfg, &mut rng);
+    assert_ne!(p.flatten(), q.flatten());
+    let images = random_images(5, &cfg, &mut rng);
+    let a = forward(&p, &cfg, &images, 5);
+    let b = forward(&q, &cfg, &images, 5);
+    let diff = a
+        .data
+        .iter()
+        .zip(&b.data)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max);
+    assert!(diff < 1e-4, "max abs logit diff {diff}");
+}
+
+/// 2 classes: a bright 3×3 square top-left (0) or bottom-right (1), on noise.
+fn squares(n: usize, rng: &mut StdRng) -> (Vec<f32>, Vec<u8>) {
+    let mut images = Vec::with_capacity(n * 64);
+    let mut labels = Vec::with_capacity(n);
+    for i in 0..n {
+        let label = (i % 2) as u8;
+        let off = if label == 0 { 0 } else { 5 };
+        for y in 0..8 {
+            for x in 0..8 {
+                let inside = (off..off + 3).contains(&y) && (off..off + 3).contains(&x);
+                images.push(if inside { 1.0 } else { 0.0 } + rng.gen_range(-0.2..0.2));
+            }
+        }
+        labels.push(label);
+    }
+    (images, labels)
+}
+
+#[test]
+fn adamw_trains_a_tiny_model() {
+    let cfg = CnnConfig {
+        in_channels: 1,
+        height: 8,
+        width: 8,
+        widths: vec![4, 8],
+        classes: 2,
+    };
+    let mut rng = StdRng::seed_from_u64(11);
+    let (images, labels) = squares(64, &mut rng);
+    let mut p = Params::init(&cfg, &mut rng);
+    let mut opt = AdamW::new(0.01);
+    let total = 200;
+    for step in 0..total {
+        let (_, mut g) = loss_and_grad(&p, &cfg, &images, &labels, 64);
+        clip_grad_norm(&mut g, 5.0);
+        opt.step(&mut p, &g, triangle_lr(step, total, 0.01));
+    }
+    let acc = accuracy(&p, &cfg, &images, &labels, 64);
+    assert!(acc > 0.95, "train accuracy {acc}");
+}
+
+#[test]
+fn triangle_schedule_shape() {
+    assert!(triangle_lr(0, 100, 1.0) > 0.0);
+    assert_eq!(triangle_lr(49, 100, 1.0), 1.0);
+    assert!(triangle_lr(99, 100, 1.0) < 0.05);
+    assert_eq!(triangle_lr(100, 100, 1.0), 0.0);
+}
+
+#[test]
+fn clipping_bounds_the_norm() {
+    let cfg = tiny_cfg();
+    let mut g = Params::zeros(&cfg);
+    g.tensors[0].fill(10.0);
+    let before = clip_grad_norm(&mut g, 5.0);
+    assert!(before > 5.0);
+    let after = g.flatten().iter().map(|v| v * v).sum::<f32>().sqrt();
+    assert!((after - 5.0).abs() < 1e-3);
+}
+
+#[test]
+fn flat_round_trip_and_names() {
+    let cfg = tiny_cfg();
+    let p = Params::init(&cfg, &mut StdRng::seed_from_u64(1));
+    assert_eq!(p.names()[0], "blocks.0.conv1.weight");
+    assert_eq!(p.shapes()[0], vec![2, 1, 3, 3]);
+    assert_eq!(p.names().last().unwrap(), "head.bias");
+    let q = Params::from_flat(&cfg, &p.flatten()).unwrap();
+    assert_eq!(p, q);
+    assert!(matches!(
+        Params::from_flat(&cfg, &[0.0; 3]),
+        Err(CnnError::FlatLength { .. })
+    ));
+}
+
+#[test]
+fn safetensors_round_trip_and_mismatch() {
+    let cfg = tiny_cfg();
+    let p = Params::init(&cfg, &mut StdRng::seed_from_u64(2));
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("m.safetensors");
+    p.save_safetensors(&path).unwrap();
+    assert_eq!(Params::load_safetensors(&cfg, &path).unwrap(), p);
+
+    let other = CnnConfig {
+        widths: vec![2, 4],
+        ..cfg.clone()
+    };
+    let err = Params::load_safetensors(&other, &path)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("blocks.1.conv1.weight") && err.contains("m.safetensors"),
+        "{err}"
+    );
+
+    let deeper = CnnConfig {
+        widths: vec![2, 3, 4],
+        height: 16,
+        width: 16,
+        ..cfg.clone()
+    };
+    let err = Params::load_safetensors(&deeper, &path)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("head.weight") || err.contains("blocks.2"),
+        "{err}"
+    );
+
+    std::fs::write(&path, b"garbage").unwrap();
+    assert!(matches!(
+        Params::load_safetensors(&cfg, &path),
+        Err(CnnError::Format { .. })
+    ));
+}
+
+/// Time of one training step (loss, grad, clip, AdamW) at batch 128 on 1×28×28 with widths
+/// 8/16/32. Run with `cargo test --release -p lantern-backdoor -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn time_training_step() {
+    let cfg = CnnConfig::fashion_small();
+    let mut rng = StdRng::seed_from_u64(5);
+    let mut p = Params::init(&cfg, &mut rng);
+    let images = random_images(128, &cfg, &mut rng);
+    let labels: Vec<u8> = (0..128).map(|i| (i % 10) as u8).collect();
+    let mut opt = AdamW::new(1e-3);
+    let mut step = || {
+        let (_, mut g) = loss_and_grad(&p, &cfg, &images, &labels, 128);
+        clip_grad_norm(&mut g, 5.0);
+        opt.step(&mut p, &g, 1e-3);
+    };
+    step();
+    let n = 5;
+    let t = std::time::Instant::now();
+    for _ in 0..n {
+        step();
+    }
+    let per = t.elapsed().as_secs_f64() / n as f64;
+    eprintln!(
+        "training step, batch 128, 1x28x28, widths 8/16/32: {:.1} ms on {} threads",
+        per * 1e3,
+        rayon::current_num_threads()
+    );
+}
+
+#[test]
+fn gemm_conv_matches_direct_loops() {
+    let mut rng = StdRng::seed_from_u64(9);
+    let (c_in, c_out, h, w) = (3, 4, 5, 7);
+    let x: Vec<f32> = (0..c_in * h * w)
+        .map(|_| rng.gen_range(-1.0..1.0))
+        .collect();
+    let k: Vec<f32> = (0..c_out * c_in * 9)
+        .map(|_| rng.gen_range(-1.0..1.0))
+        .collect();
+    let b: Vec<f32> = (0..c_out).map(|_| rng.gen_range(-1.0..1.0)).collect();
+    let a = conv::conv3x3(&x, c_in, h, w, &k, &b);
+    let d = forward::conv3x3_direct(&x, c_in, h, w, &k, &b);
+    let diff = a
+        .iter()
+        .zip(&d)
+        .map(|(p, q)| (p - q).abs())
+        .fold(0.0, f32::max);
+    assert!(diff < 1e-5, "max diff {diff}");
+}
