@@ -309,3 +309,26 @@ class IdleGate:
                 "tries too")
             good = (good + tries[-(n - len(good)):]) if good else tries[-n:]
         return [g[0] for g in good], [g[1] for g in good]
+
+
+def ensure_venv(venv: Path, modules: list[str], packages: list[str], script: str) -> None:
+    """Re-executes `script` inside `venv` (created on first use, `packages` pip-installed there)
+    unless every module of `modules` already imports. Bench scripts only; never tests or CI."""
+    import importlib
+
+    try:
+        for m in modules:
+            importlib.import_module(m)
+        return
+    except ImportError:
+        pass
+    py = venv / "bin" / "python"
+    if Path(sys.prefix).resolve() == venv.resolve():
+        sys.exit(f"{', '.join(modules)} missing from {venv}; delete the folder and rerun")
+    if not py.exists():
+        log(f"creating {venv}")
+        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    probe = subprocess.run([str(py), "-c", "import " + ", ".join(modules)], capture_output=True)
+    if probe.returncode != 0:
+        subprocess.run([str(py), "-m", "pip", "install", "-q", *packages], check=True)
+    os.execv(str(py), [str(py), script, *sys.argv[1:]])

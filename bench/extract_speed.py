@@ -25,10 +25,12 @@ import sys
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import common  # noqa: E402
+
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 VENV = HERE / ".venv-extract"
-VENV_PY = VENV / "bin" / "python"
 
 
 def log(*args) -> None:
@@ -36,20 +38,8 @@ def log(*args) -> None:
 
 
 def ensure_venv() -> None:
-    try:
-        import resiliparse  # noqa: F401
-        import trafilatura  # noqa: F401
-
-        return
-    except ImportError:
-        pass
-    if Path(sys.prefix).resolve() == VENV.resolve():
-        sys.exit("resiliparse/trafilatura missing from bench/.venv-extract; delete it and rerun")
-    if not VENV_PY.exists():
-        log(f"creating {VENV}")
-        subprocess.run([sys.executable, "-m", "venv", str(VENV)], check=True)
-    subprocess.run([str(VENV_PY), "-m", "pip", "install", "-q", "resiliparse", "trafilatura", "lxml_html_clean"], check=True)
-    os.execv(str(VENV_PY), [str(VENV_PY), __file__, *sys.argv[1:]])
+    """Re-exec inside {VENV} with the peer installed (created on first use)."""
+    common.ensure_venv(VENV, ["resiliparse", "trafilatura"], ["resiliparse", "trafilatura", "lxml_html_clean"], __file__)
 
 
 def scipy_pages(n: int) -> list[Path]:

@@ -25,10 +25,12 @@ import sys
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import common  # noqa: E402
+
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 VENV = HERE / ".venv-minhash"
-VENV_PY = VENV / "bin" / "python"
 
 
 def log(*args) -> None:
@@ -36,22 +38,8 @@ def log(*args) -> None:
 
 
 def ensure_venv() -> None:
-    """Re-exec inside bench/.venv-minhash with datasketch installed (created on first use)."""
-    try:
-        import datasketch  # noqa: F401
-
-        return
-    except ImportError:
-        pass
-    if Path(sys.prefix).resolve() == VENV.resolve():
-        sys.exit("datasketch is missing from bench/.venv-minhash; delete the folder and rerun")
-    if not VENV_PY.exists():
-        log(f"creating {VENV}")
-        subprocess.run([sys.executable, "-m", "venv", str(VENV)], check=True)
-    probe = subprocess.run([str(VENV_PY), "-c", "import datasketch"], capture_output=True)
-    if probe.returncode != 0:
-        subprocess.run([str(VENV_PY), "-m", "pip", "install", "-q", "datasketch"], check=True)
-    os.execv(str(VENV_PY), [str(VENV_PY), __file__, *sys.argv[1:]])
+    """Re-exec inside {VENV} with the peer installed (created on first use)."""
+    common.ensure_venv(VENV, ["datasketch"], ["datasketch"], __file__)
 
 
 def sotu_dir(arg: str | None) -> Path:
