@@ -12,3 +12,4 @@ pub mod data;
 pub mod metrics;
 pub mod poison;
 pub mod triggers;
+pub mod zoo;
