@@ -1,6 +1,7 @@
 //! `lantern`: argument parsing and printing; the work lives in the library crates.
 
 mod assets_cmd;
+mod backdoor_cmd;
 mod lm_cmd;
 mod mathweb_cmd;
 mod mathweb_run_cmd;
@@ -36,6 +37,9 @@ enum Cmd {
     /// Math web data (OpenWebMath): extract pages, run the pipeline, train its filters.
     #[command(subcommand)]
     Mathweb(mathweb_cmd::MathwebCmd),
+    /// Backdoor detection: train a zoo of clean and backdoored CNNs.
+    #[command(subcommand)]
+    Backdoor(backdoor_cmd::BackdoorCmd),
 }
 
 fn main() {
@@ -45,6 +49,7 @@ fn main() {
         Cmd::Lm(c) => lm_cmd::run(c, cli.json),
         Cmd::Sae(c) => sae_cmd::run(c, cli.json),
         Cmd::Mathweb(c) => mathweb_cmd::run(c, cli.json),
+        Cmd::Backdoor(c) => backdoor_cmd::run(c, cli.json),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");
