@@ -8,10 +8,8 @@
 //! itself — the page's own MathJax / KaTeX configuration, else the defaults. Text outside math
 //! gets exactly one escape (`$` -> `\$`); math is never escaped.
 
-use crate::asciimath::asciimath_to_latex;
 use crate::boilerplate;
-use crate::html::{Document, Element, NodeId};
-use crate::mathml::math_element_latex;
+use crate::html::{Document, NodeId};
 
 mod delimiters;
 mod math_sources;
@@ -243,17 +241,4 @@ pub(crate) enum MathElement {
         /// Display (block) math.
         display: bool,
     },
-}
-
-pub(crate) fn element_class_has(el: &Element, part: &str) -> bool {
-    el.attr("class")
-        .is_some_and(|c| c.split_ascii_whitespace().any(|w| w == part))
-}
-
-pub(crate) fn asciimath(src: &str) -> String {
-    asciimath_to_latex(src)
-}
-
-pub(crate) fn mathml(doc: &Document, id: NodeId) -> (String, crate::mathml::Source) {
-    math_element_latex(doc, id)
 }

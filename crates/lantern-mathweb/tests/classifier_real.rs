@@ -6,7 +6,9 @@
 //! paragraph-sized chunks, Jane Austen paragraphs, and paragraphs of SciPy pages without math.
 //! The HTML handling here is a crude tag strip, enough for a test.
 
-use std::path::{Path, PathBuf};
+mod common;
+use common::files_with;
+
 use std::time::Instant;
 
 use lantern_mathweb::classifier::{
@@ -20,24 +22,6 @@ const PER_SOURCE: usize = 1500;
 fn spread<T>(v: Vec<T>, k: usize) -> Vec<T> {
     let step = v.len().div_ceil(k).max(1);
     v.into_iter().step_by(step).collect()
-}
-
-/// Files under `dir` (recursively) whose name ends with `ext`, sorted.
-fn files_with(dir: &Path, ext: &str) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for entry in std::fs::read_dir(&d).expect("read_dir").flatten() {
-            let p = entry.path();
-            if p.is_dir() {
-                stack.push(p);
-            } else if p.to_string_lossy().ends_with(ext) {
-                out.push(p);
-            }
-        }
-    }
-    out.sort();
-    out
 }
 
 /// CHAMP's `@@math@@` markup as Markdown `$math$`.

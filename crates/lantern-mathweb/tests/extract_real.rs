@@ -1,26 +1,11 @@
 //! Extraction on the real documentation pages of the `scipy-doc`, `sympy-doc` and
 //! `mathjax-samples` assets: every formula survives as LaTeX, navigation does not.
 
+mod common;
+use common::files_with;
 use lantern_mathweb::extract::{extract, ExtractOptions, Extracted};
 use lantern_mathweb::html::Document;
 use std::path::{Path, PathBuf};
-
-fn html_files(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).unwrap() {
-            let p = e.unwrap().path();
-            if p.is_dir() {
-                stack.push(p);
-            } else if p.extension().is_some_and(|x| x == "html") {
-                out.push(p);
-            }
-        }
-    }
-    out.sort();
-    out
-}
 
 fn read(p: &Path) -> String {
     String::from_utf8_lossy(&std::fs::read(p).unwrap()).into_owned()
@@ -117,7 +102,7 @@ fn wrapped(tex: &str, display: bool) -> String {
 #[test]
 fn scipy_mathjax_spans_survive_as_dollar_math() {
     let root = lantern_assets::fetch("scipy-doc").expect("scipy-doc asset");
-    let pages: Vec<PathBuf> = html_files(&root)
+    let pages: Vec<PathBuf> = files_with(&root, ".html")
         .into_iter()
         .filter(|p| read(p).contains("class=\"math notranslate"))
         .collect();
@@ -159,7 +144,7 @@ fn sympy_image_alt_latex_survives() {
     let root = lantern_assets::fetch("sympy-doc").expect("sympy-doc asset");
     let (mut total, mut found, mut pages) = (0usize, 0usize, 0usize);
     let mut missing = Vec::new();
-    for p in html_files(&root) {
+    for p in files_with(&root, ".html") {
         let html = read(&p);
         let doc = Document::parse(&html);
         let alts: Vec<(String, bool)> = doc
@@ -216,7 +201,7 @@ fn mathjax_samples_keep_every_tex_script_and_delimited_formula() {
         "{}",
         e.text
     );
-    for p in html_files(&root) {
+    for p in files_with(&root, ".html") {
         let html = read(&p);
         let doc = Document::parse(&html);
         let e = run(&html, &p);

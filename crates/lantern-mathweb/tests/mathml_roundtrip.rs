@@ -15,10 +15,12 @@
 //!
 //! Needs `node` (CI machines have it) and the `katex`, `scipy-doc` and `sympy-doc` assets.
 
+mod common;
+use common::files_with;
 use std::collections::HashSet;
 use std::fs;
 use std::io::{BufRead, BufReader, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 
 use lantern_mathweb::html::{Document, NodeId};
@@ -90,26 +92,6 @@ impl Drop for Katex {
     }
 }
 
-fn html_files(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        let Ok(entries) = fs::read_dir(&d) else {
-            continue;
-        };
-        for e in entries.flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                stack.push(p);
-            } else if p.extension().is_some_and(|x| x == "html") {
-                out.push(p);
-            }
-        }
-    }
-    out.sort();
-    out
-}
-
 /// `\(..\)` / `\[..\]` spans of SciPy's MathJax markup (`span`/`div` with class `math`).
 fn scipy_formulas(limit: usize) -> Vec<String> {
     let dir = lantern_assets::fetch("scipy-doc").expect("fetch scipy-doc");
@@ -147,7 +129,7 @@ fn collect(
 ) -> Vec<String> {
     let mut seen = HashSet::new();
     let mut out = Vec::new();
-    for path in html_files(dir) {
+    for path in files_with(dir, ".html") {
         let Ok(html) = fs::read_to_string(&path) else {
             continue;
         };

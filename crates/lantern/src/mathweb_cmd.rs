@@ -1,5 +1,6 @@
 //! `lantern mathweb ...`: the OpenWebMath pipeline's commands.
 
+use crate::mathweb_run_cmd::{is_html, walk};
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
 use lantern_mathweb::extract::{extract, ExtractOptions};
@@ -221,29 +222,15 @@ fn html_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
         if p.is_file() {
             out.push(p.clone());
         } else if p.is_dir() {
-            walk(p, &mut out)?;
+            let mut found = Vec::new();
+            walk(p, &mut found)?;
+            out.extend(found.into_iter().filter(|f| is_html(f)));
         } else {
             bail!("{}: no such file or folder", p.display());
         }
     }
     out.sort();
     Ok(out)
-}
-
-fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
-    for e in std::fs::read_dir(dir).with_context(|| format!("reading folder {}", dir.display()))? {
-        let p = e?.path();
-        if p.is_dir() {
-            walk(&p, out)?;
-        } else if p
-            .extension()
-            .and_then(|x| x.to_str())
-            .is_some_and(|x| matches!(x.to_ascii_lowercase().as_str(), "html" | "htm" | "xhtml"))
-        {
-            out.push(p);
-        }
-    }
-    Ok(())
 }
 
 impl RunArgs {

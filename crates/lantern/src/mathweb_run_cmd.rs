@@ -187,7 +187,8 @@ fn is_warc(p: &Path) -> bool {
     n.ends_with(".warc") || n.ends_with(".warc.gz") || n.ends_with(".arc.gz")
 }
 
-fn is_html(p: &Path) -> bool {
+/// Whether a file name ends in `.html`, `.htm` or `.xhtml` (any case).
+pub fn is_html(p: &Path) -> bool {
     let n = p
         .file_name()
         .and_then(|n| n.to_str())
@@ -196,7 +197,8 @@ fn is_html(p: &Path) -> bool {
     n.ends_with(".html") || n.ends_with(".htm") || n.ends_with(".xhtml")
 }
 
-fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
+/// Every file below `dir`, recursively (unsorted).
+pub fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
     for e in std::fs::read_dir(dir).with_context(|| format!("reading folder {}", dir.display()))? {
         let p = e?.path();
         if p.is_dir() {

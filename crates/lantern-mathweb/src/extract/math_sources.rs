@@ -1,9 +1,10 @@
 //! Elements that carry math: MathJax scripts, MathML, KaTeX, MathJax 3 containers, LaTeX
 //! images, Wikipedia and StackExchange math; and the rendered duplicates to skip.
 
-use super::{asciimath, element_class_has, mathml, MathCounts, MathElement};
+use super::{MathCounts, MathElement};
+use crate::asciimath::asciimath_to_latex as asciimath;
 use crate::html::{Document, Element, NodeId};
-use crate::mathml::Source;
+use crate::mathml::{math_element_latex, Source};
 
 /// Class names of rendered math output that duplicates a source kept elsewhere.
 const RENDERED: &[&str] = &[
@@ -62,20 +63,20 @@ pub(crate) fn classify(
         "img" => return image(doc, id, el, counts),
         _ => {}
     }
-    if RENDERED.iter().any(|c| element_class_has(el, c)) {
+    if RENDERED.iter().any(|c| el.has_class(c)) {
         return MathElement::Skip;
     }
-    if element_class_has(el, "mwe-math-element") {
+    if el.has_class("mwe-math-element") {
         let display = doc.descendants(id).any(|d| {
             doc.element(d)
-                .is_some_and(|e| element_class_has(e, "mwe-math-mathml-display"))
+                .is_some_and(|e| e.has_class("mwe-math-mathml-display"))
         });
         return match first_math(doc, id, counts, display) {
             MathElement::Skip => wiki_fallback(doc, id, counts),
             m => m,
         };
     }
-    if element_class_has(el, "math-container") {
+    if el.has_class("math-container") {
         return math_container(doc, id, el, counts);
     }
     MathElement::No
@@ -107,7 +108,7 @@ fn script(doc: &Document, id: NodeId, el: &Element, counts: &mut MathCounts) -> 
 }
 
 fn math(doc: &Document, id: NodeId, counts: &mut MathCounts) -> MathElement {
-    let (tex, source) = mathml(doc, id);
+    let (tex, source) = math_element_latex(doc, id);
     match source {
         Source::Annotation => counts.mathml_annotation += 1,
         Source::AltText => counts.mathml_alttext += 1,
@@ -118,9 +119,9 @@ fn math(doc: &Document, id: NodeId, counts: &mut MathCounts) -> MathElement {
         || doc
             .ancestor_where(id, |a| {
                 doc.element(a).is_some_and(|e| {
-                    element_class_has(e, "katex-display")
-                        || element_class_has(e, "MathJax_Display")
-                        || element_class_has(e, "mwe-math-mathml-display")
+                    e.has_class("katex-display")
+                        || e.has_class("MathJax_Display")
+                        || e.has_class("mwe-math-mathml-display")
                 })
             })
             .is_some();
@@ -174,8 +175,8 @@ fn image(doc: &Document, id: NodeId, el: &Element, counts: &mut MathCounts) -> M
     // Sphinx imgmath puts display formulas as a bare <img> inside <div class="math">.
     let math_parent = doc
         .ancestor_where(id, |a| doc.element(a).is_some_and(|e| e.name == "div"))
-        .filter(|&a| doc.element(a).is_some_and(|e| element_class_has(e, "math")));
-    let by_class = IMAGE_CLASSES.iter().any(|c| element_class_has(el, c))
+        .filter(|&a| doc.element(a).is_some_and(|e| e.has_class("math")));
+    let by_class = IMAGE_CLASSES.iter().any(|c| el.has_class(c))
         || math_parent.is_some()
         || src.contains("_images/math/");
     let by_src = IMAGE_SERVICES.iter().any(|s| src.contains(s));

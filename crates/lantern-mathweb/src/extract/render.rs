@@ -366,7 +366,7 @@ impl<'a> Renderer<'a> {
                 }
                 Piece::AsciiMath(src) => {
                     self.counts.asciimath += 1;
-                    push_math(out, &super::asciimath(src), false);
+                    push_math(out, &crate::asciimath::asciimath_to_latex(src), false);
                     found = true;
                 }
             }

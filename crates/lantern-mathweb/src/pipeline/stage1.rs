@@ -117,7 +117,7 @@ pub fn process_input(
         }
     };
     let mut batch = Vec::with_capacity(BATCH);
-    for page in pages(input, &mut stats)? {
+    for page in pages(input)? {
         match page {
             Ok(p) => batch.push(p),
             Err(_) => stats.read_errors += 1,
@@ -136,7 +136,7 @@ pub fn process_input(
 type PageIter<'a> = Box<dyn Iterator<Item = Result<Page, String>> + 'a>;
 
 /// The pages of an input (a WARC's HTML responses or the HTML files).
-fn pages<'a>(input: &'a Input, _stats: &mut Stats) -> Result<PageIter<'a>, PipelineError> {
+fn pages(input: &Input) -> Result<PageIter<'_>, PipelineError> {
     match input {
         Input::Warc(path) => {
             let name = path.display().to_string();
