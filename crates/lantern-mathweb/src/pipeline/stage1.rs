@@ -211,8 +211,19 @@ pub fn process_page(
     let mut lang = None;
     if let Some(l) = &filters.langid {
         let view = prose(&e.text);
-        let p = l.english_prob(&view).unwrap_or(0.0);
-        lang = l.predict(&view).ok().map(|x| (x.lang, x.prob));
+        // One fastText pass scores every label: the top one and English's come from it.
+        let (p, top) = match l.top_k(&view, usize::MAX) {
+            Ok(all) => {
+                let en = all.iter().find(|x| x.lang == "en").map_or(0.0, |x| x.prob);
+                let top = all
+                    .into_iter()
+                    .next()
+                    .map_or((String::new(), 0.0), |x| (x.lang, x.prob));
+                (en, Some(top))
+            }
+            Err(_) => (0.0, None),
+        };
+        lang = top;
         if p < cfg.min_english {
             stats.drop("language", "not_english");
             return None;
