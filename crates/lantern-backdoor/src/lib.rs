@@ -9,7 +9,9 @@
 pub mod baseline;
 pub mod cnn;
 pub mod data;
+pub mod meta;
 pub mod metrics;
 pub mod poison;
+pub mod query;
 pub mod triggers;
 pub mod zoo;

@@ -1,0 +1,1 @@
+//! The weight-reading meta-model (work in progress).

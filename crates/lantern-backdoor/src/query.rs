@@ -1,0 +1,1 @@
+//! The MNTD-style query baseline (work in progress).
