@@ -542,6 +542,23 @@ pub fn check_index(dir: &Path) -> Result<Index, ZooError> {
     Ok(index)
 }
 
+/// Loads the models at `positions` (into `index.models`) from zoo folder `dir`, in parallel,
+/// in the order given. A file that is missing or holds another architecture than
+/// `index.config` is an error naming it.
+pub fn load_models(
+    dir: &Path,
+    index: &Index,
+    positions: &[usize],
+) -> Result<Vec<Params>, ZooError> {
+    positions
+        .par_iter()
+        .map(|&i| {
+            let path = dir.join(&index.models[i].file);
+            Ok(Params::load_safetensors(&index.config, &path)?)
+        })
+        .collect()
+}
+
 /// The existing index's finished entries whose files exist, keyed by model index; an
 /// existing index for another data set, config or recipe is an error.
 fn resume_entries(

@@ -1,4 +1,4 @@
-//! `lantern backdoor ...`: the model zoo (the meta-model commands come later).
+//! `lantern backdoor ...`: the model zoo; `meta` commands live in [`crate::backdoor_meta`].
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
@@ -15,6 +15,9 @@ pub enum BackdoorCmd {
     /// Train a zoo of small CNNs, clean and backdoored, with one recipe; DIR/index.json lists
     /// every model (family or clean, target, poison rate, seed, clean_acc, asr). Resumable.
     Zoo(ZooArgs),
+    /// The weight-reading meta-model: `meta train`, `meta eval`.
+    #[command(subcommand)]
+    Meta(crate::backdoor_meta::MetaCmd),
 }
 
 #[derive(Args)]
@@ -71,6 +74,7 @@ pub struct ZooArgs {
 pub fn run(cmd: BackdoorCmd, json: bool) -> Result<()> {
     match cmd {
         BackdoorCmd::Zoo(a) => zoo(a, json),
+        BackdoorCmd::Meta(c) => crate::backdoor_meta::run(c, json),
     }
 }
 

@@ -2,6 +2,7 @@
 
 mod assets_cmd;
 mod backdoor_cmd;
+mod backdoor_meta;
 mod lm_cmd;
 mod mathweb_cmd;
 mod mathweb_run_cmd;
@@ -37,7 +38,8 @@ enum Cmd {
     /// Math web data (OpenWebMath): extract pages, run the pipeline, train its filters.
     #[command(subcommand)]
     Mathweb(mathweb_cmd::MathwebCmd),
-    /// Backdoor detection: train a zoo of clean and backdoored CNNs.
+    /// Backdoor detection: a zoo of clean and backdoored CNNs, a meta-model that reads their
+    /// weights, and baselines.
     #[command(subcommand)]
     Backdoor(backdoor_cmd::BackdoorCmd),
 }

@@ -86,3 +86,126 @@ fn bad_arguments_are_clear_errors() {
     ]));
     assert!(e.contains("/no/such/dir"), "{e}");
 }
+
+/// A zoo of `models` small CNNs (half backdoored with the corner patch) of channel width
+/// `width`, trained briefly.
+fn small_zoo(out: &str, models: &str, width: &str) -> Value {
+    json_of(&lantern(&[
+        "backdoor",
+        "zoo",
+        "--json",
+        "--out",
+        out,
+        "--models",
+        models,
+        "--families",
+        "corner",
+        "--poison-rate",
+        "0.2",
+        "--width",
+        width,
+        "--blocks",
+        "2",
+        "--epochs",
+        "3",
+        "--batch",
+        "64",
+        "--train-subset",
+        "1000",
+        "--test-subset",
+        "300",
+        "--no-augment",
+        "--seed",
+        "11",
+    ]))
+}
+
+#[test]
+fn meta_model_pipeline_runs_end_to_end() {
+    let tmp = tempfile::tempdir().unwrap();
+    let zoo = tmp.path().join("zoo");
+    let meta = tmp.path().join("meta");
+    let (zoo_s, meta_s) = (zoo.to_str().unwrap(), meta.to_str().unwrap());
+    small_zoo(zoo_s, "16", "4");
+    let t = json_of(&lantern(&[
+        "backdoor",
+        "meta",
+        "train",
+        "--json",
+        "--zoo",
+        zoo_s,
+        "--out",
+        meta_s,
+        "--epochs",
+        "3",
+        "--chunk",
+        "32",
+        "--d-model",
+        "16",
+        "--layers",
+        "1",
+        "--heads",
+        "2",
+        "--batch",
+        "8",
+        "--test-frac",
+        "0.3",
+        "--val-frac",
+        "0.2",
+    ]));
+    assert_eq!(t["epochs"], 3);
+    assert_eq!(t["history"].as_array().unwrap().len(), 3);
+    let (n_train, n_test) = (
+        t["train_models"].as_u64().unwrap(),
+        t["test_models"].as_u64().unwrap(),
+    );
+    assert!(n_train >= 6 && n_test >= 2, "{t}");
+    for f in [
+        "meta.safetensors",
+        "meta.json",
+        "train.json",
+        "baseline_weight_stats.json",
+    ] {
+        assert!(meta.join(f).is_file(), "{f}");
+    }
+    let e = json_of(&lantern(&[
+        "backdoor", "meta", "eval", "--json", "--meta", meta_s, "--zoo", zoo_s,
+    ]));
+    // Only the models that neither trained nor validated are scored.
+    assert_eq!(e["n"].as_u64().unwrap(), n_test);
+    let auroc = e["auroc"].as_f64().unwrap();
+    assert!((0.0..=1.0).contains(&auroc));
+    assert!(e["by_family"]["corner"]["n"].as_u64().unwrap() >= 2);
+    assert!(e["baselines"]["weight_stats"]["auroc"].as_f64().is_some());
+    let report = meta.join("report");
+    assert!(std::fs::read_to_string(report.join("table.md"))
+        .unwrap()
+        .contains("meta-model"));
+    assert!(std::fs::read_to_string(report.join("roc.svg"))
+        .unwrap()
+        .starts_with("<svg"));
+
+    // A zoo of another architecture (wider CNNs) is refused with a clear error.
+    let wide = tmp.path().join("wide");
+    small_zoo(wide.to_str().unwrap(), "2", "8");
+    let err = err_of(&lantern(&[
+        "backdoor",
+        "meta",
+        "eval",
+        "--meta",
+        meta_s,
+        "--zoo",
+        wide.to_str().unwrap(),
+    ]));
+    assert!(err.contains("shape") && err.contains("index.json"), "{err}");
+
+    // A zoo index naming a missing model file: the error names the file.
+    let index: Value =
+        serde_json::from_slice(&std::fs::read(zoo.join("index.json")).unwrap()).unwrap();
+    let first = index["models"][0]["file"].as_str().unwrap().to_string();
+    std::fs::remove_file(zoo.join(&first)).unwrap();
+    let err = err_of(&lantern(&[
+        "backdoor", "meta", "train", "--zoo", zoo_s, "--out", meta_s,
+    ]));
+    assert!(err.contains(&first) && err.contains("missing"), "{err}");
+}

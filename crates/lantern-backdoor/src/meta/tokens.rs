@@ -1,0 +1,210 @@
+//! From a CNN's parameters to meta-model tokens: per-tensor standardisation and chunking.
+
+use super::MetaError;
+use crate::cnn::Params;
+use serde::{Deserialize, Serialize};
+
+/// Per-tensor mean and standard deviation of a training set of models, and the tensor layout
+/// (names and lengths) every model fed to the meta-model must have.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Normaliser {
+    /// Tensor names and lengths, in order.
+    pub layout: Vec<(String, usize)>,
+    /// Mean of each tensor's values over all training models.
+    pub mean: Vec<f32>,
+    /// Standard deviation of each tensor's values over all training models (1 where 0).
+    pub std: Vec<f32>,
+}
+
+/// Names and lengths of `p`'s tensors.
+fn layout_of(p: &Params) -> Vec<(String, usize)> {
+    p.names()
+        .iter()
+        .zip(&p.tensors)
+        .map(|(n, t)| (n.clone(), t.len()))
+        .collect()
+}
+
+/// A layout as `name[len], ...` for error messages (first few tensors only).
+fn describe(layout: &[(String, usize)]) -> String {
+    let total: usize = layout.iter().map(|(_, n)| n).sum();
+    let head: Vec<String> = layout
+        .iter()
+        .take(4)
+        .map(|(n, l)| format!("{n}[{l}]"))
+        .collect();
+    format!(
+        "{} tensors, {total} values ({}, ...)",
+        layout.len(),
+        head.join(", ")
+    )
+}
+
+impl Normaliser {
+    /// Fits the per-tensor statistics on `models` (non-empty, all of one layout).
+    pub fn fit(models: &[Params]) -> Result<Self, MetaError> {
+        let first = models
+            .first()
+            .ok_or_else(|| MetaError::BadSetup("no models to fit the normaliser on".into()))?;
+        let layout = layout_of(first);
+        let mut sum = vec![0f64; layout.len()];
+        let mut sq = vec![0f64; layout.len()];
+        let mut count = vec![0f64; layout.len()];
+        let probe = Self {
+            layout: layout.clone(),
+            mean: Vec::new(),
+            std: Vec::new(),
+        };
+        for (i, m) in models.iter().enumerate() {
+            probe.check(m, &format!("training model {i}"))?;
+            for (t, values) in m.tensors.iter().enumerate() {
+                for &v in values {
+                    sum[t] += f64::from(v);
+                    sq[t] += f64::from(v) * f64::from(v);
+                }
+                count[t] += values.len() as f64;
+            }
+        }
+        let mean: Vec<f64> = sum
+            .iter()
+            .zip(&count)
+            .map(|(s, c)| s / c.max(1.0))
+            .collect();
+        let std = sq
+            .iter()
+            .zip(&count)
+            .zip(&mean)
+            .map(|((q, c), m)| {
+                let var = (q / c.max(1.0) - m * m).max(0.0);
+                if var > 1e-20 {
+                    var.sqrt() as f32
+                } else {
+                    1.0
+                }
+            })
+            .collect();
+        Ok(Self {
+            layout,
+            mean: mean.iter().map(|&m| m as f32).collect(),
+            std,
+        })
+    }
+
+    /// Values in one model.
+    pub fn n_values(&self) -> usize {
+        self.layout.iter().map(|(_, n)| n).sum()
+    }
+
+    /// Errors unless `p` has exactly this layout and only finite values; `what` names the
+    /// model in the message.
+    pub fn check(&self, p: &Params, what: &str) -> Result<(), MetaError> {
+        let found = layout_of(p);
+        if found != self.layout {
+            return Err(MetaError::Architecture {
+                what: what.to_string(),
+                expected: describe(&self.layout),
+                found: describe(&found),
+            });
+        }
+        if let Some(i) = p
+            .tensors
+            .iter()
+            .position(|t| t.iter().any(|v| !v.is_finite()))
+        {
+            return Err(MetaError::BadSetup(format!(
+                "{what}: tensor {} holds a non-finite value",
+                self.layout[i].0
+            )));
+        }
+        Ok(())
+    }
+
+    /// The standardised, zero-padded values of `p` as `n_tokens` rows of `chunk`, appended to
+    /// `out`. The layout must have been checked.
+    pub fn push_tokens(&self, p: &Params, chunk: usize, out: &mut Vec<f32>) {
+        let start = out.len();
+        for (t, values) in p.tensors.iter().enumerate() {
+            let (m, s) = (self.mean[t], self.std[t]);
+            out.extend(values.iter().map(|v| (v - m) / s));
+        }
+        let n = out.len() - start;
+        out.resize(start + n_tokens(n, chunk) * chunk, 0.0);
+    }
+}
+
+/// Tokens for `values` parameters in chunks of `chunk` (the last one zero-padded).
+pub fn n_tokens(values: usize, chunk: usize) -> usize {
+    values.div_ceil(chunk.max(1))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cnn::CnnConfig;
+    use rand::{rngs::StdRng, SeedableRng};
+
+    fn tiny() -> CnnConfig {
+        CnnConfig {
+            in_channels: 1,
+            height: 8,
+            width: 8,
+            widths: vec![2, 4],
+            classes: 3,
+        }
+    }
+
+    #[test]
+    fn standardises_per_tensor_and_pads() {
+        let cfg = tiny();
+        let mut rng = StdRng::seed_from_u64(1);
+        let models: Vec<Params> = (0..5).map(|_| Params::init(&cfg, &mut rng)).collect();
+        let norm = Normaliser::fit(&models).unwrap();
+        // LayerNorm gains are all 1 at init: zero variance -> scale 1, mean 1.
+        let g = norm
+            .layout
+            .iter()
+            .position(|(n, _)| n == "blocks.0.ln1.weight")
+            .unwrap();
+        assert_eq!((norm.mean[g], norm.std[g]), (1.0, 1.0));
+        let mut out = Vec::new();
+        norm.push_tokens(&models[0], 16, &mut out);
+        assert_eq!(out.len(), n_tokens(norm.n_values(), 16) * 16);
+        assert!(out.len() >= norm.n_values() && out.len() < norm.n_values() + 16);
+        // Pooled over the training set, each conv tensor is standardised to mean 0, std 1.
+        let mut all = Vec::new();
+        for m in &models {
+            all.extend(
+                m.tensors[0]
+                    .iter()
+                    .map(|v| (v - norm.mean[0]) / norm.std[0]),
+            );
+        }
+        let mean = all.iter().sum::<f32>() / all.len() as f32;
+        let var = all.iter().map(|v| (v - mean).powi(2)).sum::<f32>() / all.len() as f32;
+        assert!(
+            mean.abs() < 1e-4 && (var - 1.0).abs() < 1e-3,
+            "{mean} {var}"
+        );
+    }
+
+    #[test]
+    fn other_architecture_is_a_clear_error() {
+        let mut rng = StdRng::seed_from_u64(2);
+        let norm = Normaliser::fit(&[Params::init(&tiny(), &mut rng)]).unwrap();
+        let other = CnnConfig {
+            widths: vec![2, 8],
+            ..tiny()
+        };
+        let e = norm
+            .check(
+                &Params::init(&other, &mut rng),
+                "zoo/model-00003.safetensors",
+            )
+            .unwrap_err();
+        let msg = e.to_string();
+        assert!(
+            msg.contains("model-00003") && msg.contains("tensors"),
+            "{msg}"
+        );
+    }
+}
