@@ -41,6 +41,7 @@ mod permute;
 #[cfg(test)]
 mod tests;
 
+pub(crate) use backward::input_grad;
 pub use backward::loss_and_grad;
 pub use forward::{accuracy, forward, predict, Logits};
 pub use optim::{clip_grad_norm, triangle_lr, AdamW, TRIANGLE_PEAK_FRACTION};

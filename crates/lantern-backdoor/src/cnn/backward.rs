@@ -46,7 +46,8 @@ fn layer_norm_relu_backward(
 }
 
 /// Backward of block `b` given the gradient w.r.t. its output; returns the gradient
-/// w.r.t. its input (none for block 0).
+/// w.r.t. its input when `need_din`.
+#[allow(clippy::too_many_arguments)]
 fn block_backward(
     p: &Params,
     cfg: &CnnConfig,
@@ -55,6 +56,7 @@ fn block_backward(
     cache: &SampleCache,
     dout: &[f32],
     g: &mut Params,
+    need_din: bool,
 ) -> Option<Vec<f32>> {
     let (h, w) = cfg.block_hw(b);
     let (c_in, width) = (cfg.block_in(b), cfg.widths[b]);
@@ -98,7 +100,7 @@ fn block_backward(
         &da1,
         dw1,
         dbias1,
-        b > 0,
+        need_din,
     )
 }
 
@@ -153,12 +155,43 @@ fn sample_loss_grad(
         } else {
             &cache.blocks[b - 1].ln2.out
         };
-        match block_backward(p, cfg, b, input, &cache, &dout, g) {
+        match block_backward(p, cfg, b, input, &cache, &dout, g, b > 0) {
             Some(d) => dout = d,
             None => break,
         }
     }
     loss
+}
+
+/// Gradient of `Σ_k dlogits[k] · logits[k]` w.r.t. the input image, parameters fixed: the
+/// backward pass the MNTD query detector (`crate::query`) needs for its learned images.
+pub(crate) fn input_grad(p: &Params, cfg: &CnnConfig, image: &[f32], dlogits: &[f32]) -> Vec<f32> {
+    let cache = sample_forward(p, cfg, image);
+    let c = cache.feat.len();
+    let hw = &p.tensors[p.head_index()];
+    let mut dfeat = vec![0.0f32; c];
+    for (k, &d) in dlogits.iter().enumerate() {
+        for (df, w) in dfeat.iter_mut().zip(&hw[k * c..(k + 1) * c]) {
+            *df += d * w;
+        }
+    }
+    let nb = cfg.widths.len();
+    let mut dout = vec![0.0f32; cache.blocks[nb - 1].ln2.out.len()];
+    for (&j, &d) in cache.feat_idx.iter().zip(&dfeat) {
+        dout[j] += d;
+    }
+    // Scratch for the parameter gradients the block backward accumulates (discarded).
+    let mut g = Params::zeros(cfg);
+    for b in (0..nb).rev() {
+        let input = if b == 0 {
+            image
+        } else {
+            &cache.blocks[b - 1].ln2.out
+        };
+        dout = block_backward(p, cfg, b, input, &cache, &dout, &mut g, true)
+            .expect("input gradient requested");
+    }
+    dout
 }
 
 /// Mean cross-entropy over the batch and its gradient w.r.t. every parameter.
