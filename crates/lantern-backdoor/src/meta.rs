@@ -3,8 +3,8 @@
 //!
 //! A model's parameters are flattened in [`Params`](crate::cnn::Params)'s fixed order, each
 //! tensor standardised with the training set's per-tensor mean and deviation
-//! ([`Normaliser`]), zero-padded and cut into chunks of [`MetaArch::chunk`] values: one token
-//! per chunk. Tokens are embedded linearly, a learned classification token is prepended,
+//! ([`Normaliser`]) and cut into chunks of [`MetaArch::chunk`] values, each tensor on its own
+//! (its last chunk zero-padded, so a token never mixes two tensors): one token per chunk. Tokens are embedded linearly, a learned classification token is prepended,
 //! learned positions are added, and a pre-LayerNorm transformer encoder (GELU MLP) with a
 //! final LayerNorm reads them; the classification token's output goes through a linear layer
 //! to one logit, trained with binary cross-entropy ([`train`]) by AdamW with linear warm-up

@@ -177,6 +177,7 @@ fn meta_model_pipeline_runs_end_to_end() {
     assert!((0.0..=1.0).contains(&auroc));
     assert!(e["by_family"]["corner"]["n"].as_u64().unwrap() >= 2);
     assert!(e["baselines"]["weight_stats"]["auroc"].as_f64().is_some());
+    assert!(e["baselines"]["mntd"]["auroc"].as_f64().is_some());
     let report = meta.join("report");
     assert!(std::fs::read_to_string(report.join("table.md"))
         .unwrap()

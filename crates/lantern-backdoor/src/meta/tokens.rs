@@ -119,16 +119,22 @@ impl Normaliser {
         Ok(())
     }
 
-    /// The standardised, zero-padded values of `p` as `n_tokens` rows of `chunk`, appended to
-    /// `out`. The layout must have been checked.
+    /// Tokens per model in chunks of `chunk`: each tensor is cut on its own and its last
+    /// chunk zero-padded, so no token mixes two tensors.
+    pub fn n_tokens(&self, chunk: usize) -> usize {
+        self.layout.iter().map(|(_, n)| n_tokens(*n, chunk)).sum()
+    }
+
+    /// The standardised values of `p` as [`n_tokens`](Self::n_tokens) rows of `chunk`,
+    /// appended to `out`; each tensor starts a new token and its last one is zero-padded.
+    /// The layout must have been checked.
     pub fn push_tokens(&self, p: &Params, chunk: usize, out: &mut Vec<f32>) {
-        let start = out.len();
         for (t, values) in p.tensors.iter().enumerate() {
             let (m, s) = (self.mean[t], self.std[t]);
+            let start = out.len();
             out.extend(values.iter().map(|v| (v - m) / s));
+            out.resize(start + n_tokens(values.len(), chunk) * chunk, 0.0);
         }
-        let n = out.len() - start;
-        out.resize(start + n_tokens(n, chunk) * chunk, 0.0);
     }
 }
 
@@ -168,8 +174,16 @@ mod tests {
         assert_eq!((norm.mean[g], norm.std[g]), (1.0, 1.0));
         let mut out = Vec::new();
         norm.push_tokens(&models[0], 16, &mut out);
-        assert_eq!(out.len(), n_tokens(norm.n_values(), 16) * 16);
-        assert!(out.len() >= norm.n_values() && out.len() < norm.n_values() + 16);
+        assert_eq!(out.len(), norm.n_tokens(16) * 16);
+        // One token per started 16 values of each tensor: biases of 2 values take a token each.
+        let expected: usize = norm.layout.iter().map(|(_, n)| n.div_ceil(16)).sum();
+        assert_eq!(norm.n_tokens(16), expected);
+        let g_start: usize = norm.layout[..g]
+            .iter()
+            .map(|(_, n)| n.div_ceil(16) * 16)
+            .sum();
+        assert_eq!(out[g_start], 0.0, "a LayerNorm gain of 1 standardises to 0");
+        assert_eq!(&out[g_start + 2..g_start + 16], &[0.0; 14], "padding");
         // Pooled over the training set, each conv tensor is standardised to mean 0, std 1.
         let mut all = Vec::new();
         for m in &models {
