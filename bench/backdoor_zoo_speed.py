@@ -54,7 +54,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
 
-TORCH_VENV = common.REPO / "bench" / ".venv-torch"
+TORCH_VENV = common.TORCH_VENV
 DEFAULT_WORKDIR = common.OUT_DIR / "backdoor_zoo_speed"
 
 # Fixed parts of the recipe (zoo.rs, cnn/optim.rs, cnn/forward.rs, backdoor_cmd.rs defaults).
@@ -75,24 +75,6 @@ PATCH = [[1.0, 0.0, 1.0], [0.0, 1.0, 0.0], [1.0, 0.0, 1.0]]  # triggers.rs PATCH
 EVAL_CHUNK = 512
 
 
-def ensure_torch() -> None:
-    """Re-execute with bench/.venv-torch's python when this one cannot import torch."""
-    try:
-        import torch  # noqa: F401
-
-        return
-    except ImportError:
-        pass
-    venv_python = TORCH_VENV / "bin" / "python"
-    in_venv = Path(sys.prefix).resolve() == TORCH_VENV.resolve()
-    if venv_python.exists() and not in_venv and not os.environ.get("BACKDOOR_ZOO_SPEED_REEXEC"):
-        common.log(f"no torch in {sys.executable}; re-running with {venv_python}")
-        os.environ["BACKDOOR_ZOO_SPEED_REEXEC"] = "1"
-        os.execv(str(venv_python), [str(venv_python), str(Path(__file__).resolve()), *sys.argv[1:]])
-    state = "exists" if venv_python.exists() else "missing"
-    where = f"{sys.executable} (bench/.venv-torch: {state})"
-    sys.exit(f"PyTorch is not importable in {where}: run `bash bench/setup_torch_venv.sh`, then "
-             "`bench/.venv-torch/bin/python bench/backdoor_zoo_speed.py ...`")
 
 
 # --------------------------------------------------------------------------------------------
@@ -452,7 +434,7 @@ def main() -> int:
         sys.exit("--torch-models must not exceed --models")
 
     if not cfg.skip_torch:
-        ensure_torch()
+        common.ensure_torch(Path(__file__))
     binary = None if cfg.skip_lantern and cfg.data else resolve_lantern(cfg.lantern)
     if cfg.boost:
         common.boost_priority()

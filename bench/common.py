@@ -332,3 +332,28 @@ def ensure_venv(venv: Path, modules: list[str], packages: list[str], script: str
     if probe.returncode != 0:
         subprocess.run([str(py), "-m", "pip", "install", "-q", *packages], check=True)
     os.execv(str(py), [str(py), script, *sys.argv[1:]])
+
+
+TORCH_VENV = REPO / "bench" / ".venv-torch"
+
+
+def ensure_torch(script: Path) -> None:
+    """Re-execute `script` with bench/.venv-torch's python when this one cannot import torch;
+    exit with a clear message when that venv cannot either."""
+    try:
+        import torch  # noqa: F401
+
+        return
+    except ImportError:
+        pass
+    venv_python = TORCH_VENV / "bin" / "python"
+    # The venv's python is a symlink to the system one: compare prefixes, not resolved paths.
+    in_venv = Path(sys.prefix).resolve() == TORCH_VENV.resolve()
+    if venv_python.exists() and not in_venv and not os.environ.get("LANTERN_BENCH_REEXEC"):
+        log(f"no torch in {sys.executable}; re-running with {venv_python}")
+        os.environ["LANTERN_BENCH_REEXEC"] = "1"
+        os.execv(str(venv_python), [str(venv_python), str(script.resolve()), *sys.argv[1:]])
+    state = "exists" if venv_python.exists() else "missing"
+    sys.exit(f"PyTorch is not importable in {sys.executable} (bench/.venv-torch: {state}): run "
+             f"`bash bench/setup_torch_venv.sh`, then `bench/.venv-torch/bin/python "
+             f"bench/{script.name} ...`")

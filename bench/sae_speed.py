@@ -48,26 +48,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
 
-TORCH_VENV = common.REPO / "bench" / ".venv-torch"
+TORCH_VENV = common.TORCH_VENV
 
 
-def ensure_torch() -> None:
-    """Re-execute with bench/.venv-torch's python when this one cannot import torch."""
-    try:
-        import torch  # noqa: F401
-
-        return
-    except ImportError:
-        pass
-    venv_python = TORCH_VENV / "bin" / "python"
-    # The venv's python is a symlink to the system one: compare prefixes, not resolved paths.
-    in_venv = Path(sys.prefix).resolve() == TORCH_VENV.resolve()
-    if venv_python.exists() and not in_venv and not os.environ.get("SAE_SPEED_REEXEC"):
-        common.log(f"no torch in {sys.executable}; re-running with {venv_python}")
-        os.environ["SAE_SPEED_REEXEC"] = "1"
-        os.execv(str(venv_python), [str(venv_python), str(Path(__file__).resolve()), *sys.argv[1:]])
-    sys.exit("PyTorch is not importable: run `bash bench/setup_torch_venv.sh`, then "
-             "`bench/.venv-torch/bin/python bench/sae_speed.py ...`")
 
 
 # --------------------------------------------------------------------------------------------
@@ -317,7 +300,7 @@ def main() -> int:
     cfg = ap.parse_args()
 
     if not cfg.skip_peer:
-        ensure_torch()
+        common.ensure_torch(Path(__file__))
     threads = [int(t) for t in cfg.threads.split(",") if t.strip()]
     binary = Path(cfg.lantern)
     flop_per_token = 2 * cfg.d_in * cfg.latents

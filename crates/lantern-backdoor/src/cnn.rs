@@ -114,6 +114,18 @@ impl CnnConfig {
     }
 }
 
+/// A gray `hw × hw` test config with the given block widths and classes.
+#[cfg(test)]
+pub(crate) fn test_config(hw: usize, widths: &[usize], classes: usize) -> CnnConfig {
+    CnnConfig {
+        in_channels: 1,
+        height: hw,
+        width: hw,
+        widths: widths.to_vec(),
+        classes,
+    }
+}
+
 /// Errors from building, reading or writing CNN parameters.
 #[derive(Debug, thiserror::Error)]
 pub enum CnnError {

@@ -5,33 +5,45 @@ mod common;
 use common::{err_of, json_of, lantern};
 use serde_json::Value;
 
-fn tiny_zoo(out: &str) -> Value {
-    json_of(&lantern(&[
+/// A zoo of corner-patch backdoors and clean models, 2 blocks, batch 64, no augmentation,
+/// with the size settings in `extra`.
+fn run_zoo(out: &str, extra: &[&str]) -> Value {
+    let mut args = vec![
         "backdoor",
         "zoo",
         "--json",
         "--out",
         out,
-        "--models",
-        "4",
         "--families",
         "corner",
-        "--width",
-        "4",
         "--blocks",
         "2",
-        "--epochs",
-        "6",
         "--batch",
         "64",
-        "--train-subset",
-        "2000",
-        "--test-subset",
-        "500",
         "--no-augment",
-        "--seed",
-        "3",
-    ]))
+    ];
+    args.extend_from_slice(extra);
+    json_of(&lantern(&args))
+}
+
+fn tiny_zoo(out: &str) -> Value {
+    run_zoo(
+        out,
+        &[
+            "--models",
+            "4",
+            "--width",
+            "4",
+            "--epochs",
+            "6",
+            "--train-subset",
+            "2000",
+            "--test-subset",
+            "500",
+            "--seed",
+            "3",
+        ],
+    )
 }
 
 #[test]
@@ -90,34 +102,25 @@ fn bad_arguments_are_clear_errors() {
 /// A zoo of `models` small CNNs (half backdoored with the corner patch) of channel width
 /// `width`, trained briefly.
 fn small_zoo(out: &str, models: &str, width: &str) -> Value {
-    json_of(&lantern(&[
-        "backdoor",
-        "zoo",
-        "--json",
-        "--out",
+    run_zoo(
         out,
-        "--models",
-        models,
-        "--families",
-        "corner",
-        "--poison-rate",
-        "0.2",
-        "--width",
-        width,
-        "--blocks",
-        "2",
-        "--epochs",
-        "3",
-        "--batch",
-        "64",
-        "--train-subset",
-        "1000",
-        "--test-subset",
-        "300",
-        "--no-augment",
-        "--seed",
-        "11",
-    ]))
+        &[
+            "--models",
+            models,
+            "--width",
+            width,
+            "--poison-rate",
+            "0.2",
+            "--epochs",
+            "3",
+            "--train-subset",
+            "1000",
+            "--test-subset",
+            "300",
+            "--seed",
+            "11",
+        ],
+    )
 }
 
 #[test]

@@ -5,13 +5,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 fn tiny_cfg() -> CnnConfig {
-    CnnConfig {
-        in_channels: 1,
-        height: 8,
-        width: 8,
-        widths: vec![2, 3],
-        classes: 3,
-    }
+    crate::cnn::test_config(8, &[2, 3], 3)
 }
 
 fn random_images(n: usize, cfg: &CnnConfig, rng: &mut StdRng) -> Vec<f32> {

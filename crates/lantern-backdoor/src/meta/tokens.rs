@@ -150,13 +150,7 @@ mod tests {
     use rand::{rngs::StdRng, SeedableRng};
 
     fn tiny() -> CnnConfig {
-        CnnConfig {
-            in_channels: 1,
-            height: 8,
-            width: 8,
-            widths: vec![2, 4],
-            classes: 3,
-        }
+        crate::cnn::test_config(8, &[2, 4], 3)
     }
 
     #[test]

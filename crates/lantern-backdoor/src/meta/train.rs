@@ -429,13 +429,7 @@ mod tests {
     use super::*;
 
     fn tiny() -> CnnConfig {
-        CnnConfig {
-            in_channels: 1,
-            height: 8,
-            width: 8,
-            widths: vec![2, 4],
-            classes: 3,
-        }
+        crate::cnn::test_config(8, &[2, 4], 3)
     }
 
     /// Random CNNs; the "backdoored" ones have their first conv shifted by +0.4 (a change

@@ -48,13 +48,7 @@ fn check_matches_plain_forward(cfg: &CnnConfig, seed: u64) {
 
 #[test]
 fn cnn_logits_matches_plain_forward() {
-    let cfg = CnnConfig {
-        in_channels: 1,
-        height: 12,
-        width: 12,
-        widths: vec![4, 8],
-        classes: 10,
-    };
+    let cfg = crate::cnn::test_config(12, &[4, 8], 10);
     check_matches_plain_forward(&cfg, 1);
 }
 
@@ -201,13 +195,7 @@ fn query_gradient_is_nonzero_and_finite() {
 }
 
 fn small_cfg() -> CnnConfig {
-    CnnConfig {
-        in_channels: 1,
-        height: 12,
-        width: 12,
-        widths: vec![4, 8],
-        classes: 10,
-    }
+    crate::cnn::test_config(12, &[4, 8], 10)
 }
 
 /// Random-init CNNs; "backdoored" ones get +`boost` on the head bias of a random class,
