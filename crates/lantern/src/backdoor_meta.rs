@@ -91,7 +91,7 @@ pub struct EvalArgs {
     /// Zoo folder; models the meta-model trained on are skipped.
     #[arg(long)]
     zoo: PathBuf,
-    /// Where to write table.md and roc.svg (default META/report).
+    /// Where to write table.md, roc.svg and scores.jsonl (default META/report).
     #[arg(long)]
     report: Option<PathBuf>,
 }
@@ -374,11 +374,37 @@ fn eval(a: EvalArgs, json: bool) -> Result<()> {
     }
     let report = a.report.clone().unwrap_or_else(|| a.meta.join("report"));
     write_report(&report, &detectors, &lab, &fams, hold)?;
+    write_scores(&report.join("scores.jsonl"), &index, &pos, &detectors)?;
     v["holdout_families"] = json!(hold);
     v["report"] = json!(report.display().to_string());
     v["seconds"] = json!(start.elapsed().as_secs_f64());
     crate::output::print(&v, json);
     Ok(())
+}
+
+/// Writes one JSON line per evaluated model (file, family, clean accuracy, ASR and every
+/// detector's score), so the scores can be analysed with other tools (e.g. by clean accuracy).
+fn write_scores(
+    path: &Path,
+    index: &Index,
+    pos: &[usize],
+    detectors: &[(&str, &Vec<f64>)],
+) -> Result<()> {
+    let mut text = String::new();
+    for (k, &i) in pos.iter().enumerate() {
+        let e = &index.models[i];
+        let mut line = json!({
+            "file": e.file, "family": e.family, "clean_acc": e.clean_acc, "asr": e.asr,
+        });
+        for (name, scores) in detectors {
+            line[*name] = json!(scores[k]);
+        }
+        text.push_str(&line.to_string());
+        text.push('\n');
+    }
+    let tmp = path.with_extension("jsonl.tmp");
+    std::fs::write(&tmp, text).with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))
 }
 
 /// Writes `DIR/table.md` (AUROC and accuracy per family for every detector) and

@@ -188,6 +188,15 @@ fn meta_model_pipeline_runs_end_to_end() {
     assert!(std::fs::read_to_string(report.join("roc.svg"))
         .unwrap()
         .starts_with("<svg"));
+    let lines: Vec<Value> = std::fs::read_to_string(report.join("scores.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len() as u64, n_test);
+    for key in ["meta-model", "weight-stats", "mntd-queries", "clean_acc"] {
+        assert!(lines.iter().all(|l| l[key].is_number()), "{key}");
+    }
 
     // A zoo of another architecture (wider CNNs) is refused with a clear error.
     let wide = tmp.path().join("wide");
