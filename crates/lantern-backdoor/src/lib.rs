@@ -6,6 +6,7 @@
 //! [`data::Dataset`] type; [`triggers`] draws and stamps the paper's trigger families;
 //! [`poison`] builds poisoned training sets and the attack-success test set.
 
+mod atomic;
 pub mod baseline;
 pub mod cnn;
 pub mod data;

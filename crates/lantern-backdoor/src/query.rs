@@ -446,7 +446,7 @@ impl QueryDetector {
         let json = serde_json::to_string(&self.cfg).map_err(|e| fmt(e.to_string()))?;
         let meta = HashMap::from([(META_CONFIG.to_string(), json)]);
         let out = safetensors::serialize(views, Some(meta)).map_err(|e| fmt(e.to_string()))?;
-        write_atomic(path, &out)
+        crate::atomic::write_atomic(path, &out, |path, source| QueryError::Io { path, source })
     }
 
     /// Reads a detector written by [`QueryDetector::save`]; errors naming the file if it was
@@ -550,25 +550,6 @@ fn read_tensor(st: &SafeTensors, name: &str) -> std::result::Result<Tensor, Stri
         .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
         .collect();
     Tensor::from_vec(data, view.shape(), &Device::Cpu).map_err(|e| e.to_string())
-}
-
-/// Writes `bytes` to a temporary file next to `path`, then renames it over `path`.
-fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let io = |source| QueryError::Io {
-        path: path.to_path_buf(),
-        source,
-    };
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
-    let tmp = path.with_file_name(format!(
-        ".{}.tmp{}",
-        name.unwrap_or_default(),
-        std::process::id()
-    ));
-    std::fs::write(&tmp, bytes).map_err(io)?;
-    std::fs::rename(&tmp, path).map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        io(e)
-    })
 }
 
 #[cfg(test)]

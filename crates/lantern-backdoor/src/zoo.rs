@@ -33,6 +33,7 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
+use crate::atomic;
 use crate::cnn::{
     clip_grad_norm, loss_and_grad, predict, triangle_lr, AdamW, CnnConfig, CnnError, Params,
 };
@@ -488,25 +489,14 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> ZooError + '_ {
     }
 }
 
-/// Writes `bytes` to `path` via a temporary file in the same folder and a rename.
-fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), ZooError> {
-    let tmp = tmp_path(path);
-    std::fs::write(&tmp, bytes).map_err(io_err(&tmp))?;
-    std::fs::rename(&tmp, path).map_err(io_err(path))
-}
-
-/// `path` with `.tmp` appended to its file name.
-fn tmp_path(path: &Path) -> PathBuf {
-    let mut s = path.as_os_str().to_owned();
-    s.push(".tmp");
-    PathBuf::from(s)
+/// `ZooError::Io` for the atomic writers.
+fn zoo_io(path: PathBuf, source: std::io::Error) -> ZooError {
+    ZooError::Io { path, source }
 }
 
 /// Saves params to `path` atomically (temporary file, then rename).
 fn save_model_atomic(params: &Params, path: &Path) -> Result<(), ZooError> {
-    let tmp = tmp_path(path);
-    params.save_safetensors(&tmp)?;
-    std::fs::rename(&tmp, path).map_err(io_err(path))
+    atomic::replace_with(path, |tmp| Ok(params.save_safetensors(tmp)?), zoo_io)
 }
 
 /// Writes `DIR/index.json` atomically.
@@ -516,7 +506,7 @@ pub fn write_index(dir: &Path, index: &Index) -> Result<(), ZooError> {
         path: path.clone(),
         source,
     })?;
-    write_atomic(&path, &json)
+    atomic::write_atomic(&path, &json, zoo_io)
 }
 
 /// Reads `DIR/index.json`.

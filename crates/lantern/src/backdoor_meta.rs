@@ -16,6 +16,8 @@ use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use crate::output::write_atomic;
+
 /// What `meta train` leaves next to the weights: the split and the history.
 const TRAIN_FILE: &str = "train.json";
 /// The weight-statistics baseline fitted on the same training models.
@@ -143,10 +145,7 @@ fn named(models: &[Params]) -> Vec<Vec<(String, Vec<f32>)>> {
 }
 
 fn write_json(path: &Path, v: &impl Serialize) -> Result<()> {
-    let tmp = path.with_extension("json.tmp");
-    std::fs::write(&tmp, serde_json::to_vec_pretty(v)?)
-        .with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))
+    write_atomic(path, &serde_json::to_vec_pretty(v)?)
 }
 
 fn train(a: TrainArgs, json: bool) -> Result<()> {
@@ -402,9 +401,7 @@ fn write_scores(
         text.push_str(&line.to_string());
         text.push('\n');
     }
-    let tmp = path.with_extension("jsonl.tmp");
-    std::fs::write(&tmp, text).with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))
+    write_atomic(path, text.as_bytes())
 }
 
 /// Writes `DIR/table.md` (AUROC and accuracy per family for every detector) and
@@ -433,11 +430,6 @@ fn write_report(
         .map(|(name, s)| (name.to_string(), metrics::roc_curve(s, lab)))
         .collect();
     let svg = metrics::roc_svg(&curves, "Backdoor detection on held-out models");
-    for (name, text) in [("table.md", table), ("roc.svg", svg)] {
-        let path = dir.join(name);
-        let tmp = dir.join(format!(".{name}.tmp"));
-        std::fs::write(&tmp, text).with_context(|| format!("writing {}", tmp.display()))?;
-        std::fs::rename(&tmp, &path).with_context(|| format!("writing {}", path.display()))?;
-    }
-    Ok(())
+    write_atomic(&dir.join("table.md"), table.as_bytes())?;
+    write_atomic(&dir.join("roc.svg"), svg.as_bytes())
 }

@@ -11,7 +11,7 @@ use lantern_lm::model::{KvCache, LogitsFor, WeightMode};
 use lantern_lm::runtime::{self, Lm, Sampling, DEFAULT_MODEL};
 use serde_json::json;
 
-use crate::output::print;
+use crate::output::{print, write_atomic};
 
 /// Weight precision at load.
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -206,24 +206,6 @@ fn read_ids(path: &Path) -> Result<Vec<u32>> {
         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     serde_json::from_str(&text)
         .with_context(|| format!("{}: expected a JSON list of token ids", path.display()))
-}
-
-/// Writes `bytes` to `path` through a temporary file in the same folder and a rename, so a
-/// reader never sees half a file. Devices and pipes (`/dev/stdout`) are written directly.
-fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    if path.exists() && !path.is_file() {
-        return std::fs::write(path, bytes).with_context(|| format!("writing {}", path.display()));
-    }
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let mut tmp = tempfile::NamedTempFile::new_in(dir)
-        .with_context(|| format!("creating a temporary file in {}", dir.display()))?;
-    tmp.write_all(bytes)?;
-    tmp.persist(path)
-        .with_context(|| format!("writing {}", path.display()))?;
-    Ok(())
 }
 
 fn logits(m: &ModelArgs, ids_file: &Path, out: &Path, json: bool) -> Result<()> {

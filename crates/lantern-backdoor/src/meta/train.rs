@@ -2,6 +2,7 @@
 //! shape it reads) and [`train`].
 
 use super::{MetaArch, MetaError, MetaModel, Normaliser};
+use crate::atomic;
 use crate::cnn::{permute_hidden_units, CnnConfig, Params};
 use crate::metrics::auroc;
 use candle_core::{DType, Device, Tensor, Var};
@@ -113,12 +114,9 @@ impl MetaDetector {
         })
     }
 
-    /// Tokens `[B, n_tokens, chunk]` of `models`, each checked against the layout.
+    /// Tokens `[B, n_tokens, chunk]` of `models`, which the caller has checked against the
+    /// layout ([`score_all`](Self::score_all) and [`train`] check every model once, up front).
     fn tokens(&self, models: &[&Params]) -> Result<Tensor, MetaError> {
-        for (i, m) in models.iter().enumerate() {
-            self.normaliser
-                .check(m, &format!("model {i} of the batch"))?;
-        }
         let chunk = self.arch.chunk;
         let per = self.arch.n_tokens * chunk;
         let mut data = Vec::with_capacity(models.len() * per);
@@ -151,9 +149,7 @@ impl MetaDetector {
     pub fn save(&self, dir: &Path) -> Result<(), MetaError> {
         std::fs::create_dir_all(dir).map_err(io(dir))?;
         let weights = dir.join(WEIGHTS_FILE);
-        let tmp = dir.join(format!(".{WEIGHTS_FILE}.tmp"));
-        self.varmap.save(&tmp)?;
-        std::fs::rename(&tmp, &weights).map_err(io(&weights))?;
+        atomic::replace_with(&weights, |tmp| Ok(self.varmap.save(tmp)?), meta_io)?;
         let file = MetaFile {
             format: FORMAT.into(),
             arch: self.arch.clone(),
@@ -164,7 +160,7 @@ impl MetaDetector {
             path: dir.join(CONFIG_FILE),
             message: e.to_string(),
         })?;
-        write_atomic(&dir.join(CONFIG_FILE), text.as_bytes())
+        atomic::write_atomic(&dir.join(CONFIG_FILE), text.as_bytes(), meta_io)
     }
 
     /// Reads a detector written by [`save`](Self::save).
@@ -200,14 +196,9 @@ fn io(path: &Path) -> impl Fn(std::io::Error) -> MetaError + '_ {
     }
 }
 
-/// Writes `bytes` to a temporary file next to `path`, then renames it into place.
-fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), MetaError> {
-    let name = path
-        .file_name()
-        .map_or("out".into(), |n| n.to_string_lossy());
-    let tmp: PathBuf = path.with_file_name(format!(".{name}.tmp"));
-    std::fs::write(&tmp, bytes).map_err(io(&tmp))?;
-    std::fs::rename(&tmp, path).map_err(io(path))
+/// `MetaError::Io` for the atomic writers.
+fn meta_io(path: PathBuf, source: std::io::Error) -> MetaError {
+    MetaError::Io { path, source }
 }
 
 fn sigmoid(z: f32) -> f64 {
