@@ -238,20 +238,68 @@ fn time_training_step() {
 #[test]
 fn gemm_conv_matches_direct_loops() {
     let mut rng = StdRng::seed_from_u64(9);
-    let (c_in, c_out, h, w) = (3, 4, 5, 7);
-    let x: Vec<f32> = (0..c_in * h * w)
+    let (c_in, c_out, n, h, w) = (3, 4, 2, 5, 7);
+    let hw = h * w;
+    let x: Vec<f32> = (0..n * c_in * hw)
         .map(|_| rng.gen_range(-1.0..1.0))
         .collect();
     let k: Vec<f32> = (0..c_out * c_in * 9)
         .map(|_| rng.gen_range(-1.0..1.0))
         .collect();
     let b: Vec<f32> = (0..c_out).map(|_| rng.gen_range(-1.0..1.0)).collect();
-    let a = conv::conv3x3(&x, c_in, h, w, &k, &b);
-    let d = forward::conv3x3_direct(&x, c_in, h, w, &k, &b);
-    let diff = a
-        .iter()
-        .zip(&d)
-        .map(|(p, q)| (p - q).abs())
-        .fold(0.0, f32::max);
+    // Both samples at once, channel-major, against each sample alone by direct loops.
+    let xc = forward::channel_major(&x, c_in, n);
+    let (a, _) = conv::conv3x3(&xc, c_in, n, h, w, &k, &b);
+    let mut diff = 0.0f32;
+    for s in 0..n {
+        let d = forward::conv3x3_direct(&x[s * c_in * hw..(s + 1) * c_in * hw], c_in, h, w, &k, &b);
+        for o in 0..c_out {
+            let got = &a[(o * n + s) * hw..(o * n + s + 1) * hw];
+            let want = &d[o * hw..(o + 1) * hw];
+            for (p, q) in got.iter().zip(want) {
+                diff = diff.max((p - q).abs());
+            }
+        }
+    }
     assert!(diff < 1e-5, "max diff {diff}");
+}
+
+#[test]
+fn chunked_batch_matches_one_image_at_a_time() {
+    // Three input channels exercise the channel-major transposition.
+    let cfg = CnnConfig {
+        in_channels: 3,
+        ..crate::cnn::test_config(8, &[2, 3], 4)
+    };
+    let mut rng = StdRng::seed_from_u64(11);
+    let p = Params::init(&cfg, &mut rng);
+    let n = 5;
+    let images = random_images(n, &cfg, &mut rng);
+    let all = forward(&p, &cfg, &images, n);
+    let len = cfg.image_len();
+    for s in 0..n {
+        let one = forward(&p, &cfg, &images[s * len..(s + 1) * len], 1);
+        for (a, b) in all.row(s).iter().zip(&one.data) {
+            assert!((a - b).abs() < 1e-5, "sample {s}: {a} vs {b}");
+        }
+    }
+    // The batch gradient is the mean of the one-image gradients.
+    let labels = [0u8, 3, 1, 2, 3];
+    let (_, g) = loss_and_grad(&p, &cfg, &images, &labels, n);
+    let mut mean = Params::zeros(&cfg);
+    for s in 0..n {
+        let (_, gs) = loss_and_grad(&p, &cfg, &images[s * len..(s + 1) * len], &labels[s..=s], 1);
+        for (m, t) in mean.tensors.iter_mut().zip(&gs.tensors) {
+            m.iter_mut().zip(t).for_each(|(a, b)| *a += b / n as f32);
+        }
+    }
+    for (t, (a, b)) in g.tensors.iter().zip(&mean.tensors).enumerate() {
+        for (x, y) in a.iter().zip(b) {
+            assert!(
+                (x - y).abs() < 1e-4 * (1.0 + y.abs()),
+                "{}: {x} vs {y}",
+                p.names()[t]
+            );
+        }
+    }
 }
