@@ -68,6 +68,10 @@ pub struct TrainArgs {
     /// No hidden-unit permutation augmentation.
     #[arg(long)]
     no_permute: bool,
+    /// Add one token per CNN tensor holding its standardised statistics (mean, deviation,
+    /// extremes, quantiles, kurtosis, norm) next to the chunks of raw weights.
+    #[arg(long)]
+    stats_tokens: bool,
     /// Share of models kept for testing only.
     #[arg(long, default_value_t = 0.2)]
     test_frac: f64,
@@ -96,6 +100,10 @@ pub struct EvalArgs {
     /// Where to write table.md, roc.svg and scores.jsonl (default META/report).
     #[arg(long)]
     report: Option<PathBuf>,
+    /// Views per model the meta-model's score averages: the model and random permutations
+    /// of its hidden units (test-time augmentation; 1 = the model alone).
+    #[arg(long, default_value_t = 1)]
+    tta: usize,
 }
 
 /// The contents of META/train.json.
@@ -175,6 +183,7 @@ fn train(a: TrainArgs, json: bool) -> Result<()> {
         layers: a.layers,
         heads: a.heads,
         mlp_mult: 4,
+        stat_tokens: usize::from(a.stats_tokens),
     };
     let tc = TrainConfig {
         epochs: a.epochs,
@@ -351,7 +360,7 @@ fn eval(a: EvalArgs, json: bool) -> Result<()> {
         .iter()
         .map(|&i| index.models[i].family.clone())
         .collect();
-    let meta_scores = det.score_all(&models)?;
+    let meta_scores = det.score_all_tta(&models, a.tta)?;
     let ws_path = a.meta.join(WEIGHT_STATS_FILE);
     let ws: WeightStatsBaseline = serde_json::from_slice(
         &std::fs::read(&ws_path).with_context(|| format!("reading {}", ws_path.display()))?,

@@ -2,6 +2,7 @@
 //! pre-LayerNorm transformer encoder, final LayerNorm, linear head to one logit.
 
 use super::MetaError;
+use crate::baseline::STATS_PER_TENSOR;
 use candle_core::{DType, Module, Tensor, D};
 use candle_nn::{linear, Init, Linear, VarBuilder};
 use serde::{Deserialize, Serialize};
@@ -21,6 +22,11 @@ pub struct MetaArch {
     pub heads: usize,
     /// MLP hidden width as a multiple of `d_model` (paper: 4).
     pub mlp_mult: usize,
+    /// Statistics tokens: one per CNN tensor, holding that tensor's
+    /// [`STATS_PER_TENSOR`] standardised statistics, embedded by their own linear map
+    /// (0 = none; [`MetaDetector::new`](super::MetaDetector::new) sets it from the layout).
+    #[serde(default)]
+    pub stat_tokens: usize,
 }
 
 impl MetaArch {
@@ -120,6 +126,7 @@ impl Block {
 pub struct MetaModel {
     arch: MetaArch,
     embed: Linear,
+    stats_embed: Option<Linear>,
     cls: Tensor,
     pos: Tensor,
     blocks: Vec<Block>,
@@ -142,8 +149,13 @@ impl MetaModel {
         Ok(Self {
             arch: arch.clone(),
             embed: linear(arch.chunk, d, vb.pp("embed"))?,
+            stats_embed: if arch.stat_tokens > 0 {
+                Some(linear(STATS_PER_TENSOR, d, vb.pp("stats_embed"))?)
+            } else {
+                None
+            },
             cls: vb.get_with_hints((1, 1, d), "cls", small)?,
-            pos: vb.get_with_hints((arch.n_tokens + 1, d), "pos", small)?,
+            pos: vb.get_with_hints((arch.n_tokens + arch.stat_tokens + 1, d), "pos", small)?,
             blocks,
             ln_f: Norm::new(d, vb.pp("ln_f"))?,
             head: linear(d, 1, vb.pp("head"))?,
@@ -155,8 +167,9 @@ impl MetaModel {
         &self.arch
     }
 
-    /// Logits `[B]` (positive = backdoored) for tokens `[B, n_tokens, chunk]`.
-    pub fn forward(&self, tokens: &Tensor) -> Result<Tensor, MetaError> {
+    /// Logits `[B]` (positive = backdoored) for tokens `[B, n_tokens, chunk]` and, when the
+    /// model has statistics tokens, statistics `[B, stat_tokens, STATS_PER_TENSOR]`.
+    pub fn forward(&self, tokens: &Tensor, stats: Option<&Tensor>) -> Result<Tensor, MetaError> {
         let (b, t, c) = tokens.dims3()?;
         if t != self.arch.n_tokens || c != self.arch.chunk || tokens.dtype() != DType::F32 {
             return Err(MetaError::BadSetup(format!(
@@ -164,9 +177,26 @@ impl MetaModel {
                 self.arch.n_tokens, self.arch.chunk
             )));
         }
-        let x = self.embed.forward(tokens)?;
         let cls = self.cls.broadcast_as((b, 1, self.arch.d_model))?;
-        let mut x = Tensor::cat(&[&cls, &x], 1)?.broadcast_add(&self.pos)?;
+        let mut parts = vec![cls, self.embed.forward(tokens)?];
+        match (&self.stats_embed, stats) {
+            (None, None) => {}
+            (Some(embed), Some(s)) if s.dims() == [b, self.arch.stat_tokens, STATS_PER_TENSOR] => {
+                parts.push(embed.forward(s)?);
+            }
+            (_, s) => {
+                return Err(MetaError::BadSetup(format!(
+                    "statistics of shape {:?}, the meta-model reads {}",
+                    s.map(|s| s.dims().to_vec()),
+                    if self.stats_embed.is_some() {
+                        format!("[{b}, {}, {STATS_PER_TENSOR}]", self.arch.stat_tokens)
+                    } else {
+                        "none".into()
+                    }
+                )))
+            }
+        }
+        let mut x = Tensor::cat(&parts, 1)?.broadcast_add(&self.pos)?;
         for block in &self.blocks {
             x = block.forward(&x)?;
         }
@@ -190,6 +220,7 @@ mod tests {
             layers: 2,
             heads: 4,
             mlp_mult: 2,
+            stat_tokens: 0,
         };
         let vm = VarMap::new();
         let vb = VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu);
@@ -198,7 +229,7 @@ mod tests {
             .map(|i| ((i * 37) % 11) as f32 / 5.0 - 1.0)
             .collect();
         let x = Tensor::from_vec(data.clone(), (2, 5, 8), &Device::Cpu).unwrap();
-        let y = m.forward(&x).unwrap().to_vec1::<f32>().unwrap();
+        let y = m.forward(&x, None).unwrap().to_vec1::<f32>().unwrap();
         assert_eq!(y.len(), 2);
         assert!(y.iter().all(|v| v.is_finite()));
         // Swapping two tokens changes the output: the learned positions make order visible.
@@ -206,10 +237,10 @@ mod tests {
         swapped[..8].copy_from_slice(&data[8..16]);
         swapped[8..16].copy_from_slice(&data[..8]);
         let xs = Tensor::from_vec(swapped, (2, 5, 8), &Device::Cpu).unwrap();
-        let ys = m.forward(&xs).unwrap().to_vec1::<f32>().unwrap();
+        let ys = m.forward(&xs, None).unwrap().to_vec1::<f32>().unwrap();
         assert!((ys[0] - y[0]).abs() > 1e-6 && (ys[1] - y[1]).abs() < 1e-6);
         // A wrong token count is an error, not a panic.
         let bad = Tensor::zeros((1, 4, 8), DType::F32, &Device::Cpu).unwrap();
-        assert!(m.forward(&bad).is_err());
+        assert!(m.forward(&bad, None).is_err());
     }
 }

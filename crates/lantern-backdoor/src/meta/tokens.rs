@@ -1,8 +1,15 @@
-//! From a CNN's parameters to meta-model tokens: per-tensor standardisation and chunking.
+//! From a CNN's parameters to meta-model tokens: per-tensor standardisation and chunking,
+//! and per-tensor statistics tokens.
 
 use super::MetaError;
+use crate::baseline::{tensor_features, STATS_PER_TENSOR};
 use crate::cnn::Params;
+use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
+
+/// Standardised statistics are clamped to ± this many training deviations (an outlier
+/// kurtosis must not swamp the embedding).
+const STAT_CLAMP: f32 = 10.0;
 
 /// Per-tensor mean and standard deviation of a training set of models, and the tensor layout
 /// (names and lengths) every model fed to the meta-model must have.
@@ -14,6 +21,38 @@ pub struct Normaliser {
     pub mean: Vec<f32>,
     /// Standard deviation of each tensor's values over all training models (1 where 0).
     pub std: Vec<f32>,
+    /// Training-set mean of each tensor's statistics ([`tensor_features`]), tensor by tensor,
+    /// `STATS_PER_TENSOR` each; empty in files written before statistics tokens existed.
+    #[serde(default)]
+    pub stats_mean: Vec<f32>,
+    /// Training-set deviation of the same statistics (1 where 0).
+    #[serde(default)]
+    pub stats_std: Vec<f32>,
+}
+
+/// Mean and deviation (1 where 0) of each column of `rows`.
+fn column_moments(rows: &[Vec<f64>]) -> (Vec<f32>, Vec<f32>) {
+    let width = rows.first().map_or(0, Vec::len);
+    let n = rows.len().max(1) as f64;
+    let mean: Vec<f64> = (0..width)
+        .map(|j| rows.iter().map(|r| r[j]).sum::<f64>() / n)
+        .collect();
+    let std = (0..width)
+        .map(|j| {
+            let var = rows.iter().map(|r| (r[j] - mean[j]).powi(2)).sum::<f64>() / n;
+            if var > 1e-20 {
+                var.sqrt() as f32
+            } else {
+                1.0
+            }
+        })
+        .collect();
+    (mean.iter().map(|&m| m as f32).collect(), std)
+}
+
+/// The raw statistics of every tensor of `p`, concatenated.
+fn stats_of(p: &Params) -> Vec<f64> {
+    p.tensors.iter().flat_map(|t| tensor_features(t)).collect()
 }
 
 /// Names and lengths of `p`'s tensors.
@@ -54,6 +93,8 @@ impl Normaliser {
             layout: layout.clone(),
             mean: Vec::new(),
             std: Vec::new(),
+            stats_mean: Vec::new(),
+            stats_std: Vec::new(),
         };
         for (i, m) in models.iter().enumerate() {
             probe.check(m, &format!("training model {i}"))?;
@@ -83,11 +124,33 @@ impl Normaliser {
                 }
             })
             .collect();
+        let stats: Vec<Vec<f64>> = models.par_iter().map(stats_of).collect();
+        let (stats_mean, stats_std) = column_moments(&stats);
         Ok(Self {
             layout,
             mean: mean.iter().map(|&m| m as f32).collect(),
             std,
+            stats_mean,
+            stats_std,
         })
+    }
+
+    /// Whether the statistics tokens' standardisation was fitted.
+    pub fn has_stats(&self) -> bool {
+        self.stats_mean.len() == self.layout.len() * STATS_PER_TENSOR
+            && self.stats_std.len() == self.stats_mean.len()
+    }
+
+    /// The standardised statistics of `p`'s tensors (one row of `STATS_PER_TENSOR` per
+    /// tensor, clamped to ±10), appended to `out`. The layout must have been checked and
+    /// [`has_stats`](Self::has_stats) must hold.
+    pub fn push_stats(&self, p: &Params, out: &mut Vec<f32>) {
+        out.extend(
+            stats_of(p)
+                .iter()
+                .zip(self.stats_mean.iter().zip(&self.stats_std))
+                .map(|(&v, (&m, &s))| ((v as f32 - m) / s).clamp(-STAT_CLAMP, STAT_CLAMP)),
+        );
     }
 
     /// Values in one model.
@@ -193,6 +256,39 @@ mod tests {
             mean.abs() < 1e-4 && (var - 1.0).abs() < 1e-3,
             "{mean} {var}"
         );
+    }
+
+    #[test]
+    fn statistics_are_standardised_and_permutation_invariant() {
+        let cfg = tiny();
+        let mut rng = StdRng::seed_from_u64(3);
+        let models: Vec<Params> = (0..6).map(|_| Params::init(&cfg, &mut rng)).collect();
+        let norm = Normaliser::fit(&models).unwrap();
+        assert!(norm.has_stats());
+        let width = norm.layout.len() * STATS_PER_TENSOR;
+        let rows: Vec<Vec<f32>> = models
+            .iter()
+            .map(|m| {
+                let mut r = Vec::new();
+                norm.push_stats(m, &mut r);
+                r
+            })
+            .collect();
+        assert!(rows.iter().all(|r| r.len() == width));
+        // Over the training models each statistic has mean 0 (its deviation is 1, or the
+        // statistic is constant and stays 0).
+        for j in 0..width {
+            let mean = rows.iter().map(|r| r[j]).sum::<f32>() / rows.len() as f32;
+            assert!(mean.abs() < 1e-3, "statistic {j}: mean {mean}");
+        }
+        // Permuting hidden units reorders values within tensors: the statistics stay.
+        let perm = crate::cnn::permute_hidden_units(&models[0], &cfg, &mut rng);
+        assert_ne!(perm, models[0]);
+        let mut r = Vec::new();
+        norm.push_stats(&perm, &mut r);
+        for (a, b) in r.iter().zip(&rows[0]) {
+            assert!((a - b).abs() < 1e-4, "{a} vs {b}");
+        }
     }
 
     #[test]

@@ -3,6 +3,7 @@
 
 use super::{MetaArch, MetaError, MetaModel, Normaliser};
 use crate::atomic;
+use crate::baseline::STATS_PER_TENSOR;
 use crate::cnn::{permute_hidden_units, CnnConfig, Params};
 use crate::metrics::auroc;
 use candle_core::{DType, Device, Tensor, Var};
@@ -92,8 +93,9 @@ pub struct MetaDetector {
 }
 
 impl MetaDetector {
-    /// A fresh detector with weights drawn from `seed`; `arch.n_tokens` is set from the
-    /// normaliser's layout.
+    /// A fresh detector with weights drawn from `seed`; `arch.n_tokens` (and, when
+    /// `arch.stat_tokens` is non-zero, `arch.stat_tokens`) are set from the normaliser's
+    /// layout.
     pub fn new(
         mut arch: MetaArch,
         cnn: CnnConfig,
@@ -101,6 +103,14 @@ impl MetaDetector {
         seed: u64,
     ) -> Result<Self, MetaError> {
         arch.n_tokens = normaliser.n_tokens(arch.chunk);
+        if arch.stat_tokens > 0 {
+            if !normaliser.has_stats() {
+                return Err(MetaError::BadSetup(
+                    "statistics tokens asked for, but the normaliser has no statistics".into(),
+                ));
+            }
+            arch.stat_tokens = normaliser.layout.len();
+        }
         let varmap = VarMap::new();
         let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
         let model = MetaModel::new(&arch, vb)?;
@@ -114,35 +124,88 @@ impl MetaDetector {
         })
     }
 
-    /// Tokens `[B, n_tokens, chunk]` of `models`, which the caller has checked against the
-    /// layout ([`score_all`](Self::score_all) and [`train`] check every model once, up front).
-    fn tokens(&self, models: &[&Params]) -> Result<Tensor, MetaError> {
+    /// Tokens `[B, n_tokens, chunk]` of `models` and, when the model reads them, their
+    /// statistics `[B, stat_tokens, STATS_PER_TENSOR]`; the caller has checked the models
+    /// against the layout ([`score_all`](Self::score_all) and [`train`] check every model
+    /// once, up front).
+    fn inputs(&self, models: &[&Params]) -> Result<(Tensor, Option<Tensor>), MetaError> {
         let chunk = self.arch.chunk;
         let per = self.arch.n_tokens * chunk;
         let mut data = Vec::with_capacity(models.len() * per);
         for m in models {
             self.normaliser.push_tokens(m, chunk, &mut data);
         }
-        Ok(Tensor::from_vec(
+        let tokens = Tensor::from_vec(
             data,
             (models.len(), self.arch.n_tokens, chunk),
             &Device::Cpu,
-        )?)
+        )?;
+        if self.arch.stat_tokens == 0 {
+            return Ok((tokens, None));
+        }
+        let mut stats = Vec::with_capacity(models.len() * self.arch.stat_tokens * STATS_PER_TENSOR);
+        for m in models {
+            self.normaliser.push_stats(m, &mut stats);
+        }
+        let stats = Tensor::from_vec(
+            stats,
+            (models.len(), self.arch.stat_tokens, STATS_PER_TENSOR),
+            &Device::Cpu,
+        )?;
+        Ok((tokens, Some(stats)))
+    }
+
+    /// Logits of `models` (checked against the layout by the caller).
+    fn logits(&self, models: &[&Params]) -> Result<Tensor, MetaError> {
+        let (tokens, stats) = self.inputs(models)?;
+        self.model.forward(&tokens, stats.as_ref())
     }
 
     /// P(backdoored) for every model, in batches of 64; a model of another architecture is
     /// an error naming its position.
     pub fn score_all(&self, models: &[Params]) -> Result<Vec<f64>, MetaError> {
+        self.score_all_tta(models, 1)
+    }
+
+    /// As [`score_all`](Self::score_all), averaging the logit over `views` views of each
+    /// model: the model itself and `views - 1` random permutations of its hidden units
+    /// (the same function, so the same label; seeded by the model's position and the
+    /// view, so scores repeat). `views` 0 counts as 1.
+    pub fn score_all_tta(&self, models: &[Params], views: usize) -> Result<Vec<f64>, MetaError> {
         for (i, m) in models.iter().enumerate() {
             self.normaliser.check(m, &format!("model {i}"))?;
         }
-        let mut out = Vec::with_capacity(models.len());
-        for batch in models.chunks(64) {
-            let refs: Vec<&Params> = batch.iter().collect();
-            let logits = self.model.forward(&self.tokens(&refs)?)?;
-            out.extend(logits.to_vec1::<f32>()?.iter().map(|&z| sigmoid(z)));
+        let views = views.max(1);
+        let mut sum = vec![0.0f64; models.len()];
+        for view in 0..views {
+            for (c, batch) in models.chunks(64).enumerate() {
+                let permuted: Vec<Params> = if view == 0 {
+                    Vec::new()
+                } else {
+                    batch
+                        .par_iter()
+                        .enumerate()
+                        .map(|(j, m)| {
+                            let seed = (view as u64) << 40 ^ (c * 64 + j) as u64 ^ 0x7474_6100;
+                            permute_hidden_units(m, &self.cnn, &mut StdRng::seed_from_u64(seed))
+                        })
+                        .collect()
+                };
+                let refs: Vec<&Params> = if view == 0 {
+                    batch.iter().collect()
+                } else {
+                    permuted.iter().collect()
+                };
+                let logits = self.logits(&refs)?.to_vec1::<f32>()?;
+                for (s, z) in sum[c * 64..].iter_mut().zip(logits) {
+                    *s += f64::from(z);
+                }
+            }
         }
-        Ok(out)
+        Ok(sum
+            .iter()
+            .map(|s| sigmoid((s / views as f64) as f32))
+            .collect())
     }
 
     /// Writes `DIR/meta.safetensors` and `DIR/meta.json` (each atomically).
@@ -327,7 +390,7 @@ pub fn train(
                 .map(|&i| f32::from(u8::from(labels[i])))
                 .collect();
             let targets = Tensor::from_vec(y, idx.len(), &Device::Cpu)?;
-            let loss = bce_with_logits(&det.model.forward(&det.tokens(&refs)?)?, &targets)?;
+            let loss = bce_with_logits(&det.logits(&refs)?, &targets)?;
             loss_sum += f64::from(loss.to_scalar::<f32>()?);
             let mut grads = loss.backward()?;
             clip_grads(&mut grads, &vars, tc.clip)?;
@@ -449,6 +512,7 @@ mod tests {
             layers: 1,
             heads: 2,
             mlp_mult: 2,
+            stat_tokens: 0,
         }
     }
 
@@ -481,6 +545,63 @@ mod tests {
         det.save(dir.path()).unwrap();
         let back = MetaDetector::load(dir.path()).unwrap();
         assert_eq!(back.score_all(&val_m).unwrap(), scores);
+    }
+
+    #[test]
+    fn statistics_tokens_learn_a_scale_signal_and_round_trip() {
+        // Backdoored: every weight of the second block's conv scaled by 1.5 — a change in
+        // the tensors' deviation, which the statistics tokens hold directly.
+        let scaled = |n: usize, seed: u64| {
+            let mut rng = StdRng::seed_from_u64(seed);
+            let mut out = Vec::new();
+            let mut labels = Vec::new();
+            for i in 0..n {
+                let mut p = Params::init(&tiny(), &mut rng);
+                let bad = i % 2 == 1;
+                if bad {
+                    p.tensors[8].iter_mut().for_each(|v| *v *= 1.5);
+                }
+                out.push(p);
+                labels.push(bad);
+            }
+            (out, labels)
+        };
+        let (train_m, train_l) = scaled(80, 11);
+        let (val_m, val_l) = scaled(30, 12);
+        let norm = Normaliser::fit(&train_m).unwrap();
+        let n_tensors = norm.layout.len();
+        let a = MetaArch {
+            stat_tokens: 1,
+            ..arch()
+        };
+        let mut det = MetaDetector::new(a, tiny(), norm, 5).unwrap();
+        assert_eq!(
+            det.arch.stat_tokens, n_tensors,
+            "one statistics token per tensor"
+        );
+        let tc = TrainConfig {
+            epochs: 15,
+            batch: 16,
+            lr: 3e-3,
+            ..TrainConfig::default()
+        };
+        train(&mut det, &train_m, &train_l, &val_m, &val_l, &tc, |_| {}).unwrap();
+        let scores = det.score_all(&val_m).unwrap();
+        let a = auroc(&scores, &val_l).unwrap();
+        assert!(a > 0.9, "auroc {a}");
+        let dir = tempfile::tempdir().unwrap();
+        det.save(dir.path()).unwrap();
+        let back = MetaDetector::load(dir.path()).unwrap();
+        assert_eq!(back.arch.stat_tokens, n_tensors);
+        assert_eq!(back.score_all(&val_m).unwrap(), scores);
+        // Statistics asked of a normaliser that has none (a file from before them): an error.
+        let mut old = Normaliser::fit(&train_m).unwrap();
+        old.stats_mean.clear();
+        let a = MetaArch {
+            stat_tokens: 1,
+            ..arch()
+        };
+        assert!(MetaDetector::new(a, tiny(), old, 0).is_err());
     }
 
     #[test]
