@@ -53,6 +53,9 @@ pub struct TrainArgs {
     /// Peak learning rate (AdamW, 20% linear warm-up, cosine decay).
     #[arg(long, default_value_t = 2e-3)]
     lr: f64,
+    /// AdamW weight decay (decoupled).
+    #[arg(long, default_value_t = 1e-4)]
+    weight_decay: f64,
     /// Parameters per token.
     #[arg(long, default_value_t = 128)]
     chunk: usize,
@@ -72,6 +75,10 @@ pub struct TrainArgs {
     /// extremes, quantiles, kurtosis, norm) next to the chunks of raw weights.
     #[arg(long)]
     stats_tokens: bool,
+    /// Add a linear read-out of those statistics to the meta-model's logit (implies
+    /// --stats-tokens).
+    #[arg(long)]
+    stats_readout: bool,
     /// Share of models kept for testing only.
     #[arg(long, default_value_t = 0.2)]
     test_frac: f64,
@@ -183,12 +190,14 @@ fn train(a: TrainArgs, json: bool) -> Result<()> {
         layers: a.layers,
         heads: a.heads,
         mlp_mult: 4,
-        stat_tokens: usize::from(a.stats_tokens),
+        stat_tokens: usize::from(a.stats_tokens || a.stats_readout),
+        stats_readout: a.stats_readout,
     };
     let tc = TrainConfig {
         epochs: a.epochs,
         batch: a.batch,
         lr: a.lr,
+        weight_decay: a.weight_decay,
         permute: !a.no_permute,
         seed: a.seed,
         ..TrainConfig::default()

@@ -155,6 +155,7 @@ fn meta_model_pipeline_runs_end_to_end() {
         "0.3",
         "--val-frac",
         "0.2",
+        "--stats-readout",
     ]));
     assert_eq!(t["epochs"], 3);
     assert_eq!(t["history"].as_array().unwrap().len(), 3);
@@ -171,8 +172,16 @@ fn meta_model_pipeline_runs_end_to_end() {
     ] {
         assert!(meta.join(f).is_file(), "{f}");
     }
+    // Statistics tokens (one per CNN tensor) and their read-out are in the saved shape.
+    let saved: Value =
+        serde_json::from_str(&std::fs::read_to_string(meta.join("meta.json")).unwrap()).unwrap();
+    assert!(
+        saved["arch"]["stat_tokens"].as_u64().unwrap() > 0,
+        "{saved}"
+    );
+    assert_eq!(saved["arch"]["stats_readout"], true);
     let e = json_of(&lantern(&[
-        "backdoor", "meta", "eval", "--json", "--meta", meta_s, "--zoo", zoo_s,
+        "backdoor", "meta", "eval", "--json", "--meta", meta_s, "--zoo", zoo_s, "--tta", "2",
     ]));
     // Only the models that neither trained nor validated are scored.
     assert_eq!(e["n"].as_u64().unwrap(), n_test);

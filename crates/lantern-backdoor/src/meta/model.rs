@@ -27,6 +27,11 @@ pub struct MetaArch {
     /// (0 = none; [`MetaDetector::new`](super::MetaDetector::new) sets it from the layout).
     #[serde(default)]
     pub stat_tokens: usize,
+    /// A linear read-out of the statistics added to the logit (a wide path next to the
+    /// deep one: the transformer then learns what the statistics' linear trend misses).
+    /// Needs statistics tokens.
+    #[serde(default)]
+    pub stats_readout: bool,
 }
 
 impl MetaArch {
@@ -38,12 +43,14 @@ impl MetaArch {
             && self.layers > 0
             && self.heads > 0
             && self.mlp_mult > 0
-            && self.d_model.is_multiple_of(self.heads);
+            && self.d_model.is_multiple_of(self.heads)
+            && (self.stat_tokens > 0 || !self.stats_readout);
         if ok {
             Ok(())
         } else {
             Err(MetaError::BadSetup(format!(
-                "bad meta-model shape {self:?}: all sizes positive, heads dividing d_model"
+                "bad meta-model shape {self:?}: all sizes positive, heads dividing d_model, \
+                 a statistics read-out only with statistics tokens"
             )))
         }
     }
@@ -127,6 +134,7 @@ pub struct MetaModel {
     arch: MetaArch,
     embed: Linear,
     stats_embed: Option<Linear>,
+    stats_readout: Option<Linear>,
     cls: Tensor,
     pos: Tensor,
     blocks: Vec<Block>,
@@ -151,6 +159,15 @@ impl MetaModel {
             embed: linear(arch.chunk, d, vb.pp("embed"))?,
             stats_embed: if arch.stat_tokens > 0 {
                 Some(linear(STATS_PER_TENSOR, d, vb.pp("stats_embed"))?)
+            } else {
+                None
+            },
+            stats_readout: if arch.stats_readout {
+                Some(linear(
+                    arch.stat_tokens * STATS_PER_TENSOR,
+                    1,
+                    vb.pp("stats_readout"),
+                )?)
             } else {
                 None
             },
@@ -201,7 +218,11 @@ impl MetaModel {
             x = block.forward(&x)?;
         }
         let first = self.ln_f.forward(&x.narrow(1, 0, 1)?.squeeze(1)?)?;
-        Ok(self.head.forward(&first)?.squeeze(1)?)
+        let logit = self.head.forward(&first)?.squeeze(1)?;
+        match (&self.stats_readout, stats) {
+            (Some(r), Some(s)) => Ok((logit + r.forward(&s.flatten_from(1)?)?.squeeze(1)?)?),
+            _ => Ok(logit),
+        }
     }
 }
 
@@ -221,6 +242,7 @@ mod tests {
             heads: 4,
             mlp_mult: 2,
             stat_tokens: 0,
+            stats_readout: false,
         };
         let vm = VarMap::new();
         let vb = VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu);
@@ -242,5 +264,38 @@ mod tests {
         // A wrong token count is an error, not a panic.
         let bad = Tensor::zeros((1, 4, 8), DType::F32, &Device::Cpu).unwrap();
         assert!(m.forward(&bad, None).is_err());
+    }
+
+    #[test]
+    fn statistics_tokens_and_read_out_enter_the_logit() {
+        let arch = MetaArch {
+            chunk: 8,
+            n_tokens: 3,
+            d_model: 16,
+            layers: 1,
+            heads: 2,
+            mlp_mult: 2,
+            stat_tokens: 2,
+            stats_readout: true,
+        };
+        let vm = VarMap::new();
+        let vb = VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu);
+        let m = MetaModel::new(&arch, vb).unwrap();
+        let dev = &Device::Cpu;
+        let x = Tensor::ones((1, 3, 8), DType::F32, dev).unwrap();
+        let s0 = Tensor::zeros((1, 2, STATS_PER_TENSOR), DType::F32, dev).unwrap();
+        let s1 = Tensor::ones((1, 2, STATS_PER_TENSOR), DType::F32, dev).unwrap();
+        let y0 = m.forward(&x, Some(&s0)).unwrap().to_vec1::<f32>().unwrap()[0];
+        let y1 = m.forward(&x, Some(&s1)).unwrap().to_vec1::<f32>().unwrap()[0];
+        assert!((y0 - y1).abs() > 1e-6, "the statistics change the logit");
+        // Missing or misshapen statistics are errors, as is a read-out without statistics.
+        assert!(m.forward(&x, None).is_err());
+        let bad = Tensor::zeros((1, 3, STATS_PER_TENSOR), DType::F32, dev).unwrap();
+        assert!(m.forward(&x, Some(&bad)).is_err());
+        let no_stats = MetaArch {
+            stat_tokens: 0,
+            ..arch
+        };
+        assert!(no_stats.validate().is_err());
     }
 }

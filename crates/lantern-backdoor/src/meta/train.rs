@@ -143,10 +143,15 @@ impl MetaDetector {
         if self.arch.stat_tokens == 0 {
             return Ok((tokens, None));
         }
-        let mut stats = Vec::with_capacity(models.len() * self.arch.stat_tokens * STATS_PER_TENSOR);
-        for m in models {
-            self.normaliser.push_stats(m, &mut stats);
-        }
+        let rows: Vec<Vec<f32>> = models
+            .par_iter()
+            .map(|m| {
+                let mut row = Vec::with_capacity(self.arch.stat_tokens * STATS_PER_TENSOR);
+                self.normaliser.push_stats(m, &mut row);
+                row
+            })
+            .collect();
+        let stats = rows.concat();
         let stats = Tensor::from_vec(
             stats,
             (models.len(), self.arch.stat_tokens, STATS_PER_TENSOR),
@@ -513,6 +518,7 @@ mod tests {
             heads: 2,
             mlp_mult: 2,
             stat_tokens: 0,
+            stats_readout: false,
         }
     }
 
