@@ -12,11 +12,20 @@
 //! hidden units ([`permute_hidden_units`](crate::cnn::permute_hidden_units)), a symmetry
 //! that leaves its function unchanged.
 //!
+//! Optionally ([`MetaArch::stat_tokens`]) the sequence also carries one token per CNN tensor
+//! holding that tensor's weight statistics (mean, deviation, extremes, quantiles, kurtosis,
+//! norm; standardised over the training models), embedded by their own linear map, and
+//! ([`MetaArch::stats_readout`]) a linear read-out of those statistics is added to the logit:
+//! at our zoo's scale (about a thousand training models) the transformer alone reads the
+//! footprint such statistics capture less well than a logistic regression on them does, and
+//! with both paths it learns what the linear trend misses. Scores can average over random
+//! hidden-unit permutations of each model ([`MetaDetector::score_all_tta`]).
+//!
 //! The paper normalises all parameters by one global scalar; at our small scale the tensors
 //! differ by orders of magnitude (LayerNorm gains near 1, conv weights near 0.1), so one
 //! scale per tensor keeps every token informative.
 //!
-//! [`split`] assigns the models of a zoo to train / validation / test, holding whole trigger
+//! `split` ([`split_zoo`]) assigns the models of a zoo to train / validation / test, holding whole trigger
 //! families out of training when asked.
 
 mod model;

@@ -219,7 +219,7 @@ const TRAIN_CHUNK: usize = 4;
 
 /// Mean cross-entropy over the batch and its gradient w.r.t. every parameter.
 ///
-/// The batch runs as chunks of [`TRAIN_CHUNK`] samples in parallel (rayon), each chunk
+/// The batch runs as chunks of a few samples (`TRAIN_CHUNK`) in parallel (rayon), each chunk
 /// through one set of batched products, accumulating into a per-thread gradient buffer.
 ///
 /// # Panics
