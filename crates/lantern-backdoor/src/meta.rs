@@ -25,8 +25,8 @@
 //! differ by orders of magnitude (LayerNorm gains near 1, conv weights near 0.1), so one
 //! scale per tensor keeps every token informative.
 //!
-//! `split` ([`split_zoo`]) assigns the models of a zoo to train / validation / test, holding whole trigger
-//! families out of training when asked.
+//! [`split_zoo`] assigns the models of a zoo to train / validation / test, holding whole
+//! trigger families out of training when asked.
 
 mod model;
 mod split;
