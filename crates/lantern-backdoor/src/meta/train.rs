@@ -491,9 +491,8 @@ mod tests {
         crate::cnn::test_config(8, &[2, 4], 3)
     }
 
-    /// Random CNNs; the "backdoored" ones have their first conv shifted by +0.4 (a change
-    /// hidden-unit permutations leave visible).
-    fn models(n: usize, seed: u64) -> (Vec<Params>, Vec<bool>) {
+    /// Random CNNs, every second one "backdoored" by `mark`.
+    fn marked(n: usize, seed: u64, mark: impl Fn(&mut Params)) -> (Vec<Params>, Vec<bool>) {
         let mut rng = StdRng::seed_from_u64(seed);
         let mut out = Vec::new();
         let mut labels = Vec::new();
@@ -501,12 +500,18 @@ mod tests {
             let mut p = Params::init(&tiny(), &mut rng);
             let bad = i % 2 == 1;
             if bad {
-                p.tensors[0].iter_mut().for_each(|v| *v += 0.4);
+                mark(&mut p);
             }
             out.push(p);
             labels.push(bad);
         }
         (out, labels)
+    }
+
+    /// Random CNNs; the "backdoored" ones have their first conv shifted by +0.4 (a change
+    /// hidden-unit permutations leave visible).
+    fn models(n: usize, seed: u64) -> (Vec<Params>, Vec<bool>) {
+        marked(n, seed, |p| p.tensors[0].iter_mut().for_each(|v| *v += 0.4))
     }
 
     fn arch() -> MetaArch {
@@ -558,19 +563,7 @@ mod tests {
         // Backdoored: every weight of the second block's conv scaled by 1.5 — a change in
         // the tensors' deviation, which the statistics tokens hold directly.
         let scaled = |n: usize, seed: u64| {
-            let mut rng = StdRng::seed_from_u64(seed);
-            let mut out = Vec::new();
-            let mut labels = Vec::new();
-            for i in 0..n {
-                let mut p = Params::init(&tiny(), &mut rng);
-                let bad = i % 2 == 1;
-                if bad {
-                    p.tensors[8].iter_mut().for_each(|v| *v *= 1.5);
-                }
-                out.push(p);
-                labels.push(bad);
-            }
-            (out, labels)
+            marked(n, seed, |p| p.tensors[8].iter_mut().for_each(|v| *v *= 1.5))
         };
         let (train_m, train_l) = scaled(80, 11);
         let (val_m, val_l) = scaled(30, 12);
