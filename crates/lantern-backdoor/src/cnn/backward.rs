@@ -1,7 +1,7 @@
 //! Hand-written backward pass and [`loss_and_grad`].
 
 use super::conv::conv3x3_backward;
-use super::forward::{check_batch, chunk_forward, ChunkCache, LnOut};
+use super::forward::{check_batch, chunk_forward, plane, ChunkCache, LnOut};
 use super::params::{CONV1_B, CONV1_W, CONV2_B, CONV2_W, LN1_B, LN1_G, LN2_B, LN2_G, PER_BLOCK};
 use super::{CnnConfig, Params};
 use rayon::prelude::*;
@@ -19,7 +19,7 @@ fn layer_norm_relu_backward(
     dbeta: &mut [f32],
 ) -> Vec<f32> {
     let c = gamma.len();
-    let plane = |ch: usize, s: usize| (ch * n + s) * hw..(ch * n + s + 1) * hw;
+    let at = |ch: usize, s: usize| plane(ch, s, n, hw);
     let mut dxhat = vec![0.0f32; dout.len()];
     // Per sample: Σ dxhat and Σ dxhat·xhat over all its planes.
     let mut sum_d = vec![0.0f64; n];
@@ -27,7 +27,7 @@ fn layer_norm_relu_backward(
     for ch in 0..c {
         let (mut sg, mut sb) = (0.0f32, 0.0f32);
         for s in 0..n {
-            let r = plane(ch, s);
+            let r = at(ch, s);
             let (mut sd, mut sdx) = (0.0f32, 0.0f32);
             for (((d, &o), &g), &x) in dxhat[r.clone()]
                 .iter_mut()
@@ -53,7 +53,7 @@ fn layer_norm_relu_backward(
         for s in 0..n {
             let (md, mdx) = ((sum_d[s] / count) as f32, (sum_dx[s] / count) as f32);
             let is = ln.inv_std[s];
-            let r = plane(ch, s);
+            let r = at(ch, s);
             for (d, &x) in dxhat[r.clone()].iter_mut().zip(&ln.xhat[r]) {
                 *d = is * (*d - md - x * mdx);
             }

@@ -2,12 +2,13 @@
 //! (forward and backward).
 //!
 //! Activations are channel-major, `[c, n, h·w]`: plane `(c, s)` of sample `s` starts at
-//! `(c·n + s)·h·w`. The im2col matrix is `[c_in·9, n·h·w]`, so one product covers the
-//! chunk and the weight gradient is one product with `n·h·w` as its inner dimension —
-//! matrices large enough for the gemm kernels to run near their peak, where one sample
-//! at a time (the first version) spent most of its time packing tiny operands.
+//! `(c·n + s)·h·w` ([`plane`]). The im2col matrix is `[c_in·9, n·h·w]`, so one product
+//! covers the chunk and the weight gradient is one product with `n·h·w` as its inner
+//! dimension; the forward pass keeps the matrix for the backward pass. Chunks stay small
+//! (a few samples, see `backward::TRAIN_CHUNK`): larger matrices fall out of the core's
+//! cache and cost more in memory traffic than the larger products gain.
 
-use super::forward::for_each_tap_row;
+use super::forward::{for_each_tap_row, plane};
 use std::mem::MaybeUninit;
 
 /// `dst[m, n] (+)= lhs[m, k] · rhs[k, n]`, all row-major; `lhs_t` / `rhs_t` say the operand
@@ -122,7 +123,7 @@ pub(crate) fn im2col(input: &[f32], c_in: usize, n: usize, h: usize, w: usize) -
         for t in 0..9 {
             let (dy, dx) = (t as isize / 3 - 1, t as isize % 3 - 1);
             for s in 0..n {
-                let plane = &input[(i * n + s) * hw..(i * n + s + 1) * hw];
+                let plane = &input[plane(i, s, n, hw)];
                 for y in 0..h {
                     let row = &mut out[at..at + w];
                     at += w;
@@ -233,7 +234,7 @@ pub(crate) fn conv3x3_backward(
     let mut din = vec![0.0f32; c_in * nhw];
     for i in 0..c_in {
         for s in 0..n {
-            let plane = &mut din[(i * n + s) * hw..(i * n + s + 1) * hw];
+            let plane = &mut din[plane(i, s, n, hw)];
             for_each_tap_row(h, w, |t, oo, io, len| {
                 let at = (i * 9 + t) * nhw + s * hw + oo;
                 for (d, g) in plane[io..io + len].iter_mut().zip(&dcols[at..at + len]) {

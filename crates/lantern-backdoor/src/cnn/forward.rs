@@ -31,6 +31,13 @@ impl Logits {
     }
 }
 
+/// The values of plane `(c, s)` — channel `c` of sample `s` — in the channel-major layout
+/// `[C, n, hw]` a chunk of `n` samples uses (see `conv.rs`).
+#[inline]
+pub(crate) fn plane(c: usize, s: usize, n: usize, hw: usize) -> std::ops::Range<usize> {
+    (c * n + s) * hw..(c * n + s + 1) * hw
+}
+
 /// Rows (or columns) `start..end` of the output that a 3×3 tap with offset `d ∈ {-1,0,1}`
 /// reads from inside an image of size `n` (padding 1 makes the rest read zeros).
 pub(crate) fn tap_range(n: usize, d: isize) -> (usize, usize) {
@@ -115,11 +122,11 @@ pub(crate) fn layer_norm_relu(
 ) -> LnOut {
     let c = gamma.len();
     let count = (c * hw) as f64;
-    let plane = |ch: usize, s: usize| (ch * n + s) * hw..(ch * n + s + 1) * hw;
+    let at = |ch: usize, s: usize| plane(ch, s, n, hw);
     let mut mean = vec![0.0f64; n];
     for ch in 0..c {
         for (s, m) in mean.iter_mut().enumerate() {
-            *m += a[plane(ch, s)].iter().map(|&x| x as f64).sum::<f64>();
+            *m += a[at(ch, s)].iter().map(|&x| x as f64).sum::<f64>();
         }
     }
     mean.iter_mut().for_each(|m| *m /= count);
@@ -127,7 +134,7 @@ pub(crate) fn layer_norm_relu(
     for ch in 0..c {
         for (s, v) in var.iter_mut().enumerate() {
             let m = mean[s];
-            *v += a[plane(ch, s)]
+            *v += a[at(ch, s)]
                 .iter()
                 .map(|&x| (x as f64 - m).powi(2))
                 .sum::<f64>();
@@ -144,7 +151,7 @@ pub(crate) fn layer_norm_relu(
         let (g, b) = (gamma[ch], beta[ch]);
         for s in 0..n {
             let (m, is) = (mean[s], inv_std[s]);
-            let r = plane(ch, s);
+            let r = at(ch, s);
             for ((x, o), &v) in xhat[r.clone()]
                 .iter_mut()
                 .zip(&mut out[r.clone()])
@@ -262,7 +269,7 @@ pub(crate) fn channel_major(images: &[f32], c: usize, n: usize) -> std::borrow::
     let mut out = vec![0.0f32; images.len()];
     for s in 0..n {
         for ch in 0..c {
-            out[(ch * n + s) * hw..(ch * n + s + 1) * hw]
+            out[plane(ch, s, n, hw)]
                 .copy_from_slice(&images[(s * c + ch) * hw..(s * c + ch + 1) * hw]);
         }
     }
@@ -292,8 +299,9 @@ pub(crate) fn chunk_forward(
     let mut feat_idx = vec![0u32; n * c];
     for ch in 0..c {
         for s in 0..n {
-            let start = (ch * n + s) * hw;
-            let plane = &last[start..start + hw];
+            let r = plane(ch, s, n, hw);
+            let start = r.start;
+            let plane = &last[r];
             let best = (0..hw).fold(0, |b, j| if plane[j] > plane[b] { j } else { b });
             feat[s * c + ch] = plane[best];
             feat_idx[s * c + ch] = (start + best) as u32;
