@@ -324,7 +324,7 @@ impl WeightStatsBaseline {
 
 /// Per-feature mean and population standard deviation of `rows` (non-empty); a zero (or
 /// non-finite) deviation becomes 1 so the feature standardises to 0.
-fn standardisation(rows: &[Vec<f64>]) -> (Vec<f64>, Vec<f64>) {
+pub(crate) fn standardisation(rows: &[Vec<f64>]) -> (Vec<f64>, Vec<f64>) {
     let d = rows.first().map_or(0, Vec::len);
     let n = rows.len() as f64;
     let mut mean = vec![0.0; d];

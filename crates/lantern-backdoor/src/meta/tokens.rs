@@ -2,7 +2,7 @@
 //! and per-tensor statistics tokens.
 
 use super::MetaError;
-use crate::baseline::{tensor_features, STATS_PER_TENSOR};
+use crate::baseline::{standardisation, tensor_features, STATS_PER_TENSOR};
 use crate::cnn::Params;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -28,26 +28,6 @@ pub struct Normaliser {
     /// Training-set deviation of the same statistics (1 where 0).
     #[serde(default)]
     pub stats_std: Vec<f32>,
-}
-
-/// Mean and deviation (1 where 0) of each column of `rows`.
-fn column_moments(rows: &[Vec<f64>]) -> (Vec<f32>, Vec<f32>) {
-    let width = rows.first().map_or(0, Vec::len);
-    let n = rows.len().max(1) as f64;
-    let mean: Vec<f64> = (0..width)
-        .map(|j| rows.iter().map(|r| r[j]).sum::<f64>() / n)
-        .collect();
-    let std = (0..width)
-        .map(|j| {
-            let var = rows.iter().map(|r| (r[j] - mean[j]).powi(2)).sum::<f64>() / n;
-            if var > 1e-20 {
-                var.sqrt() as f32
-            } else {
-                1.0
-            }
-        })
-        .collect();
-    (mean.iter().map(|&m| m as f32).collect(), std)
 }
 
 /// The raw statistics of every tensor of `p`, concatenated.
@@ -125,13 +105,14 @@ impl Normaliser {
             })
             .collect();
         let stats: Vec<Vec<f64>> = models.par_iter().map(stats_of).collect();
-        let (stats_mean, stats_std) = column_moments(&stats);
+        let (stats_mean, stats_std) = standardisation(&stats);
+        let to_f32 = |v: Vec<f64>| v.into_iter().map(|x| x as f32).collect();
         Ok(Self {
             layout,
             mean: mean.iter().map(|&m| m as f32).collect(),
             std,
-            stats_mean,
-            stats_std,
+            stats_mean: to_f32(stats_mean),
+            stats_std: to_f32(stats_std),
         })
     }
 

@@ -11,6 +11,7 @@ use candle_nn::{AdamW, Optimizer, ParamsAdamW, VarBuilder, VarMap};
 use rand::{rngs::StdRng, seq::SliceRandom, Rng, SeedableRng};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
+use std::borrow::Cow;
 use std::path::{Path, PathBuf};
 
 /// File names inside a meta-model folder.
@@ -124,14 +125,29 @@ impl MetaDetector {
         })
     }
 
-    /// Tokens `[B, n_tokens, chunk]` of `models` and, when the model reads them, their
-    /// statistics `[B, stat_tokens, STATS_PER_TENSOR]`; the caller has checked the models
-    /// against the layout ([`score_all`](Self::score_all) and [`train`] check every model
-    /// once, up front).
-    fn inputs(&self, models: &[&Params]) -> Result<(Tensor, Option<Tensor>), MetaError> {
+    /// The standardised statistics row of each model (empty rows when the meta-model reads
+    /// no statistics). They do not change under hidden-unit permutations, so training and
+    /// test-time augmentation compute them once per model, not once per view.
+    fn stats_rows(&self, models: &[Params]) -> Vec<Vec<f32>> {
+        if self.arch.stat_tokens == 0 {
+            return vec![Vec::new(); models.len()];
+        }
+        models
+            .par_iter()
+            .map(|m| {
+                let mut row = Vec::with_capacity(self.arch.stat_tokens * STATS_PER_TENSOR);
+                self.normaliser.push_stats(m, &mut row);
+                row
+            })
+            .collect()
+    }
+
+    /// Logits of `models` with their [`stats_rows`](Self::stats_rows); the caller has
+    /// checked the models against the layout ([`score_all_tta`](Self::score_all_tta) and
+    /// [`train`] check every model once, up front).
+    fn logits(&self, models: &[&Params], stats: &[&[f32]]) -> Result<Tensor, MetaError> {
         let chunk = self.arch.chunk;
-        let per = self.arch.n_tokens * chunk;
-        let mut data = Vec::with_capacity(models.len() * per);
+        let mut data = Vec::with_capacity(models.len() * self.arch.n_tokens * chunk);
         for m in models {
             self.normaliser.push_tokens(m, chunk, &mut data);
         }
@@ -140,29 +156,15 @@ impl MetaDetector {
             (models.len(), self.arch.n_tokens, chunk),
             &Device::Cpu,
         )?;
-        if self.arch.stat_tokens == 0 {
-            return Ok((tokens, None));
-        }
-        let rows: Vec<Vec<f32>> = models
-            .par_iter()
-            .map(|m| {
-                let mut row = Vec::with_capacity(self.arch.stat_tokens * STATS_PER_TENSOR);
-                self.normaliser.push_stats(m, &mut row);
-                row
-            })
-            .collect();
-        let stats = rows.concat();
-        let stats = Tensor::from_vec(
-            stats,
-            (models.len(), self.arch.stat_tokens, STATS_PER_TENSOR),
-            &Device::Cpu,
-        )?;
-        Ok((tokens, Some(stats)))
-    }
-
-    /// Logits of `models` (checked against the layout by the caller).
-    fn logits(&self, models: &[&Params]) -> Result<Tensor, MetaError> {
-        let (tokens, stats) = self.inputs(models)?;
+        let stats = if self.arch.stat_tokens == 0 {
+            None
+        } else {
+            Some(Tensor::from_vec(
+                stats.concat(),
+                (models.len(), self.arch.stat_tokens, STATS_PER_TENSOR),
+                &Device::Cpu,
+            )?)
+        };
         self.model.forward(&tokens, stats.as_ref())
     }
 
@@ -180,28 +182,26 @@ impl MetaDetector {
         for (i, m) in models.iter().enumerate() {
             self.normaliser.check(m, &format!("model {i}"))?;
         }
+        let rows = self.stats_rows(models);
         let views = views.max(1);
         let mut sum = vec![0.0f64; models.len()];
         for view in 0..views {
-            for (c, batch) in models.chunks(64).enumerate() {
-                let permuted: Vec<Params> = if view == 0 {
-                    Vec::new()
-                } else {
-                    batch
-                        .par_iter()
-                        .enumerate()
-                        .map(|(j, m)| {
-                            let seed = (view as u64) << 40 ^ (c * 64 + j) as u64 ^ 0x7474_6100;
-                            permute_hidden_units(m, &self.cnn, &mut StdRng::seed_from_u64(seed))
-                        })
-                        .collect()
-                };
-                let refs: Vec<&Params> = if view == 0 {
-                    batch.iter().collect()
-                } else {
-                    permuted.iter().collect()
-                };
-                let logits = self.logits(&refs)?.to_vec1::<f32>()?;
+            for (c, (batch, batch_rows)) in models.chunks(64).zip(rows.chunks(64)).enumerate() {
+                let viewed: Vec<Cow<Params>> = batch
+                    .par_iter()
+                    .enumerate()
+                    .map(|(j, m)| {
+                        if view == 0 {
+                            return Cow::Borrowed(m);
+                        }
+                        let seed = (view as u64) << 40 ^ (c * 64 + j) as u64 ^ 0x7474_6100;
+                        let mut rng = StdRng::seed_from_u64(seed);
+                        Cow::Owned(permute_hidden_units(m, &self.cnn, &mut rng))
+                    })
+                    .collect();
+                let refs: Vec<&Params> = viewed.iter().map(|v| v.as_ref()).collect();
+                let stats: Vec<&[f32]> = batch_rows.iter().map(Vec::as_slice).collect();
+                let logits = self.logits(&refs, &stats)?.to_vec1::<f32>()?;
                 for (s, z) in sum[c * 64..].iter_mut().zip(logits) {
                     *s += f64::from(z);
                 }
@@ -375,6 +375,7 @@ pub fn train(
             ..ParamsAdamW::default()
         },
     )?;
+    let train_stats = det.stats_rows(train);
     let per_epoch = train.len().div_ceil(tc.batch);
     let total = per_epoch * tc.epochs;
     let warmup = ((total as f64 * tc.warmup_frac) as usize).max(1);
@@ -390,12 +391,13 @@ pub fn train(
             opt.set_learning_rate(lr_at(step, total, warmup, tc.lr));
             let models = batch_models(det, train, idx, tc, epoch);
             let refs: Vec<&Params> = models.iter().collect();
+            let stats: Vec<&[f32]> = idx.iter().map(|&i| train_stats[i].as_slice()).collect();
             let y: Vec<f32> = idx
                 .iter()
                 .map(|&i| f32::from(u8::from(labels[i])))
                 .collect();
             let targets = Tensor::from_vec(y, idx.len(), &Device::Cpu)?;
-            let loss = bce_with_logits(&det.logits(&refs)?, &targets)?;
+            let loss = bce_with_logits(&det.logits(&refs, &stats)?, &targets)?;
             loss_sum += f64::from(loss.to_scalar::<f32>()?);
             let mut grads = loss.backward()?;
             clip_grads(&mut grads, &vars, tc.clip)?;
