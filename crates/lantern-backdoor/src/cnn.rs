@@ -37,6 +37,8 @@
 mod backward;
 mod conv;
 mod forward;
+mod grid;
+mod kernels;
 mod optim;
 mod params;
 mod permute;

@@ -1,46 +1,46 @@
 //! Hand-written backward pass and [`loss_and_grad`].
 
 use super::conv::conv3x3_backward;
-use super::forward::{check_batch, chunk_forward, plane, ChunkCache, LnOut};
+use super::forward::{block_grid, check_batch, chunk_forward, ChunkCache, LnOut};
+use super::grid::Grid;
 use super::params::{CONV1_B, CONV1_W, CONV2_B, CONV2_W, LN1_B, LN1_G, LN2_B, LN2_G, PER_BLOCK};
 use super::{CnnConfig, Params};
 use rayon::prelude::*;
 
-/// Backward of ReLU ∘ per-channel affine ∘ LayerNorm for `n` samples (layout `[c, n, hw]`):
-/// takes `dout` (gradient w.r.t. the ReLU output), accumulates `dγ`, `dβ` and returns the
-/// gradient w.r.t. the LN input.
+/// Backward of ReLU ∘ per-channel affine ∘ LayerNorm for the chunk on `g`: takes `dout`
+/// (gradient w.r.t. the ReLU output; only interiors are read), accumulates `dγ`, `dβ` and
+/// returns the gradient w.r.t. the LN input (borders zero).
 fn layer_norm_relu_backward(
     ln: &LnOut,
     dout: &[f32],
-    n: usize,
-    hw: usize,
+    g: Grid,
     gamma: &[f32],
     dgamma: &mut [f32],
     dbeta: &mut [f32],
 ) -> Vec<f32> {
-    let c = gamma.len();
-    let at = |ch: usize, s: usize| plane(ch, s, n, hw);
-    let mut dxhat = vec![0.0f32; dout.len()];
+    let (c, n) = (gamma.len(), g.n);
+    let mut dxhat = vec![0.0f32; ln.out.len()];
     // Per sample: Σ dxhat and Σ dxhat·xhat over all its planes.
     let mut sum_d = vec![0.0f64; n];
     let mut sum_dx = vec![0.0f64; n];
     for ch in 0..c {
         let (mut sg, mut sb) = (0.0f32, 0.0f32);
         for s in 0..n {
-            let r = at(ch, s);
             let (mut sd, mut sdx) = (0.0f32, 0.0f32);
-            for (((d, &o), &g), &x) in dxhat[r.clone()]
-                .iter_mut()
-                .zip(&ln.out[r.clone()])
-                .zip(&dout[r.clone()])
-                .zip(&ln.xhat[r])
-            {
-                let dy = if o > 0.0 { g } else { 0.0 };
-                sg += dy * x;
-                sb += dy;
-                *d = dy * gamma[ch];
-                sd += *d;
-                sdx += *d * x;
+            for r in g.rows(ch, s) {
+                for (((d, &o), &gr), &x) in dxhat[r.clone()]
+                    .iter_mut()
+                    .zip(&ln.out[r.clone()])
+                    .zip(&dout[r.clone()])
+                    .zip(&ln.xhat[r])
+                {
+                    let dy = if o > 0.0 { gr } else { 0.0 };
+                    sg += dy * x;
+                    sb += dy;
+                    *d = dy * gamma[ch];
+                    sd += *d;
+                    sdx += *d * x;
+                }
             }
             sum_d[s] += sd as f64;
             sum_dx[s] += sdx as f64;
@@ -48,79 +48,55 @@ fn layer_norm_relu_backward(
         dgamma[ch] += sg;
         dbeta[ch] += sb;
     }
-    let count = (c * hw) as f64;
+    let count = (c * g.area()) as f64;
     for ch in 0..c {
         for s in 0..n {
             let (md, mdx) = ((sum_d[s] / count) as f32, (sum_dx[s] / count) as f32);
             let is = ln.inv_std[s];
-            let r = at(ch, s);
-            for (d, &x) in dxhat[r.clone()].iter_mut().zip(&ln.xhat[r]) {
-                *d = is * (*d - md - x * mdx);
+            for r in g.rows(ch, s) {
+                for (d, &x) in dxhat[r.clone()].iter_mut().zip(&ln.xhat[r]) {
+                    *d = is * (*d - md - x * mdx);
+                }
             }
         }
     }
     dxhat
 }
 
-/// Backward of block `b` for a chunk given the gradient w.r.t. its output; returns the
-/// gradient w.r.t. its input when `need_din`.
+/// Backward of block `b` for a chunk given the gradient w.r.t. its output (borders zero);
+/// returns the gradient w.r.t. its input (borders junk) when `need_din`.
+#[allow(clippy::too_many_arguments)]
 fn block_backward(
     p: &Params,
     cfg: &CnnConfig,
     b: usize,
     cache: &ChunkCache,
+    input: &[f32],
     dout: &[f32],
     g: &mut Params,
     need_din: bool,
 ) -> Option<Vec<f32>> {
-    let n = cache.n;
-    let (h, w) = cfg.block_hw(b);
+    let grid = block_grid(cfg, b, cache.n);
     let (c_in, width) = (cfg.block_in(b), cfg.widths[b]);
     let bc = &cache.blocks[b];
     let base = b * PER_BLOCK;
     let [dg2, db2] = two(g, base + LN2_G, base + LN2_B);
-    let dpool = layer_norm_relu_backward(
-        &bc.ln2,
-        dout,
-        n,
-        (h / 2) * (w / 2),
-        p.block(b, LN2_G),
-        dg2,
-        db2,
-    );
-    let mut da2 = vec![0.0f32; width * n * h * w];
-    for (&j, &d) in bc.pool_idx.iter().zip(&dpool) {
+    let dpool = layer_norm_relu_backward(&bc.ln2, dout, grid.pooled(), p.block(b, LN2_G), dg2, db2);
+    let mut da2 = vec![0.0f32; width * grid.channel()];
+    let pg = grid.pooled();
+    let pooled_grads = (0..width).flat_map(|ch| (0..pg.n).flat_map(move |s| pg.rows(ch, s)));
+    for (&j, &d) in bc.pool_idx.iter().zip(pooled_grads.flat_map(|r| &dpool[r])) {
         da2[j as usize] += d;
     }
     let [dw2, dbias2] = two(g, base + CONV2_W, base + CONV2_B);
-    let dr1 = conv3x3_backward(
-        &bc.cols2,
-        width,
-        n,
-        h,
-        w,
-        p.block(b, CONV2_W),
-        &da2,
-        dw2,
-        dbias2,
-        true,
-    )
-    .expect("requested input gradient");
+    let w2 = p.block(b, CONV2_W);
+    let dr1 = conv3x3_backward(&bc.ln1.out, width, grid, w2, &da2, dw2, dbias2, true)
+        .expect("requested input gradient");
     let [dg1, db1] = two(g, base + LN1_G, base + LN1_B);
-    let da1 = layer_norm_relu_backward(&bc.ln1, &dr1, n, h * w, p.block(b, LN1_G), dg1, db1);
+    let da1 = layer_norm_relu_backward(&bc.ln1, &dr1, grid, p.block(b, LN1_G), dg1, db1);
     let [dw1, dbias1] = two(g, base + CONV1_W, base + CONV1_B);
-    conv3x3_backward(
-        &bc.cols1,
-        c_in,
-        n,
-        h,
-        w,
-        p.block(b, CONV1_W),
-        &da1,
-        dw1,
-        dbias1,
-        need_din,
-    )
+    let w1 = p.block(b, CONV1_W);
+    conv3x3_backward(input, c_in, grid, w1, &da1, dw1, dbias1, need_din)
 }
 
 /// Mutable borrows of two distinct tensors `i < j` of `g`.
@@ -131,7 +107,7 @@ fn two(g: &mut Params, i: usize, j: usize) -> [&mut [f32]; 2] {
 
 /// Backward from the logits' gradient `dz` (`[n, classes]`) through the head and every
 /// block; accumulates parameter gradients into `g` and returns the input gradient in the
-/// channel-major layout when `need_din`.
+/// padded layout (borders junk) when `need_din`.
 fn chunk_backward(
     p: &Params,
     cfg: &CnnConfig,
@@ -164,7 +140,12 @@ fn chunk_backward(
         dout[j as usize] += d;
     }
     for b in (0..nb).rev() {
-        dout = block_backward(p, cfg, b, cache, &dout, g, need_din || b > 0)?;
+        let input = if b == 0 {
+            &cache.input
+        } else {
+            &cache.blocks[b - 1].ln2.out
+        };
+        dout = block_backward(p, cfg, b, cache, input, &dout, g, need_din || b > 0)?;
     }
     Some(dout)
 }
@@ -207,8 +188,9 @@ pub(crate) fn input_grad(p: &Params, cfg: &CnnConfig, image: &[f32], dlogits: &[
     let cache = chunk_forward(p, cfg, image, 1, true);
     // Scratch for the parameter gradients the backward pass accumulates (discarded).
     let mut g = Params::zeros(cfg);
-    // One sample: the channel-major layout `[C, 1, H·W]` is the image's own.
-    chunk_backward(p, cfg, &cache, dlogits, &mut g, true).expect("input gradient requested")
+    let din =
+        chunk_backward(p, cfg, &cache, dlogits, &mut g, true).expect("input gradient requested");
+    block_grid(cfg, 0, 1).unpad(&din, cfg.in_channels)
 }
 
 /// Samples per chunk of [`loss_and_grad`]. Measured on the 1×28×28, 8/16/32 network at

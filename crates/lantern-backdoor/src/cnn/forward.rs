@@ -1,7 +1,8 @@
 //! Forward pass: layer kernels (shared with the backward pass), the caches of a chunk of
 //! samples run together, [`forward`], [`predict`] and [`accuracy`].
 
-use super::conv::conv3x3;
+use super::conv::{conv3x3, lane_sum};
+use super::grid::Grid;
 use super::params::{CONV1_B, CONV1_W, CONV2_B, CONV2_W, LN1_B, LN1_G, LN2_B, LN2_G};
 use super::{CnnConfig, Params};
 use rayon::prelude::*;
@@ -9,8 +10,7 @@ use rayon::prelude::*;
 /// LayerNorm variance epsilon (PyTorch default).
 const LN_EPS: f64 = 1e-5;
 
-/// Images per chunk of [`forward`]: small enough that the chunk's im2col matrices stay in
-/// the core's cache (see `backward::TRAIN_CHUNK`).
+/// Images per chunk of [`forward`] (see `backward::TRAIN_CHUNK`).
 const FORWARD_CHUNK: usize = 8;
 
 /// Logits of a batch, row-major `[batch, classes]`.
@@ -31,32 +31,18 @@ impl Logits {
     }
 }
 
-/// The values of plane `(c, s)` — channel `c` of sample `s` — in the channel-major layout
-/// `[C, n, hw]` a chunk of `n` samples uses (see `conv.rs`).
-#[inline]
-pub(crate) fn plane(c: usize, s: usize, n: usize, hw: usize) -> std::ops::Range<usize> {
-    (c * n + s) * hw..(c * n + s + 1) * hw
-}
-
-/// Rows (or columns) `start..end` of the output that a 3×3 tap with offset `d ∈ {-1,0,1}`
-/// reads from inside an image of size `n` (padding 1 makes the rest read zeros).
-pub(crate) fn tap_range(n: usize, d: isize) -> (usize, usize) {
-    let start = usize::from(d < 0);
-    let end = if d > 0 { n.saturating_sub(1) } else { n };
-    (start, end)
-}
-
 /// Calls `f(tap, out_offset, in_offset, len)` for every contiguous row segment of every 3×3
-/// tap of a padded convolution on an `h × w` image: output pixels `out_offset..+len` of one
-/// plane meet input pixels `in_offset..+len` of one plane through weight `tap`.
-#[inline]
+/// tap of a padded convolution on an unpadded `h × w` image: output pixels
+/// `out_offset..+len` of one plane meet input pixels `in_offset..+len` through weight `tap`.
+#[cfg(test)]
 pub(crate) fn for_each_tap_row(h: usize, w: usize, mut f: impl FnMut(usize, usize, usize, usize)) {
+    let range = |n: usize, d: isize| (usize::from(d < 0), if d > 0 { n - 1 } else { n });
     for ky in 0..3 {
         let dy = ky as isize - 1;
-        let (y0, y1) = tap_range(h, dy);
+        let (y0, y1) = range(h, dy);
         for kx in 0..3 {
             let dx = kx as isize - 1;
-            let (x0, x1) = tap_range(w, dx);
+            let (x0, x1) = range(w, dx);
             if x1 <= x0 {
                 continue;
             }
@@ -69,7 +55,8 @@ pub(crate) fn for_each_tap_row(h: usize, w: usize, mut f: impl FnMut(usize, usiz
     }
 }
 
-/// Direct-loop 3×3 convolution with padding 1 (reference for the gemm version in tests).
+/// Direct-loop 3×3 convolution with padding 1 of one unpadded `[c_in, h, w]` image
+/// (reference for the shifted-sum version in tests).
 #[cfg(test)]
 pub(crate) fn conv3x3_direct(
     input: &[f32],
@@ -99,10 +86,10 @@ pub(crate) fn conv3x3_direct(
 }
 
 /// Result of a LayerNorm over each sample's `(C, H, W)` activation, for a chunk of
-/// samples in the channel-major layout of `conv.rs`.
+/// samples in the padded layout of [`Grid`] (borders zero).
 #[derive(Debug, Clone)]
 pub(crate) struct LnOut {
-    /// Normalised values `(a - mean_s) * inv_std_s`.
+    /// Normalised values `(a - mean_s) * inv_std_s` (empty when no backward pass follows).
     pub xhat: Vec<f32>,
     /// `1 / sqrt(var + eps)` of each sample.
     pub inv_std: Vec<f32>,
@@ -110,77 +97,100 @@ pub(crate) struct LnOut {
     pub out: Vec<f32>,
 }
 
-/// LayerNorm of each of `n` samples over its `c` planes of `hw` (layout `[c, n, hw]`),
-/// per-channel affine, then ReLU. Statistics in two passes, accumulated in `f64` (the
-/// gradient check's finite differences need them that exact).
+/// LayerNorm of each sample of `g` over its `c` planes' interiors, per-channel affine,
+/// then ReLU; `keep` keeps the normalised values for the backward pass. Each row sums in
+/// `f32` lanes, rows add up in `f64` (the gradient check's finite differences need the
+/// statistics that exact).
 pub(crate) fn layer_norm_relu(
     a: &[f32],
-    n: usize,
-    hw: usize,
+    g: Grid,
     gamma: &[f32],
     beta: &[f32],
+    keep: bool,
 ) -> LnOut {
-    let c = gamma.len();
-    let count = (c * hw) as f64;
-    let at = |ch: usize, s: usize| plane(ch, s, n, hw);
+    let (c, n) = (gamma.len(), g.n);
+    let count = (c * g.area()) as f64;
     let mut mean = vec![0.0f64; n];
-    for ch in 0..c {
-        for (s, m) in mean.iter_mut().enumerate() {
-            *m += a[at(ch, s)].iter().map(|&x| x as f64).sum::<f64>();
-        }
-    }
-    mean.iter_mut().for_each(|m| *m /= count);
     let mut var = vec![0.0f64; n];
-    for ch in 0..c {
-        for (s, v) in var.iter_mut().enumerate() {
-            let m = mean[s];
-            *v += a[at(ch, s)]
-                .iter()
-                .map(|&x| (x as f64 - m).powi(2))
+    for (s, (m, v)) in mean.iter_mut().zip(&mut var).enumerate() {
+        for ch in 0..c {
+            *m += g.rows(ch, s).map(|r| lane_sum(&a[r]) as f64).sum::<f64>();
+        }
+        *m /= count;
+        let mf = *m as f32;
+        for ch in 0..c {
+            *v += g
+                .rows(ch, s)
+                .map(|r| lane_sq_dev(&a[r], mf) as f64)
                 .sum::<f64>();
         }
     }
-    let mean: Vec<f32> = mean.iter().map(|&m| m as f32).collect();
     let inv_std: Vec<f32> = var
         .iter()
         .map(|v| (1.0 / (v / count + LN_EPS).sqrt()) as f32)
         .collect();
-    let mut xhat = vec![0.0f32; a.len()];
+    let mut xhat = if keep {
+        vec![0.0f32; a.len()]
+    } else {
+        Vec::new()
+    };
     let mut out = vec![0.0f32; a.len()];
     for ch in 0..c {
-        let (g, b) = (gamma[ch], beta[ch]);
+        let (gm, b) = (gamma[ch], beta[ch]);
         for s in 0..n {
-            let (m, is) = (mean[s], inv_std[s]);
-            let r = at(ch, s);
-            for ((x, o), &v) in xhat[r.clone()]
-                .iter_mut()
-                .zip(&mut out[r.clone()])
-                .zip(&a[r])
-            {
-                *x = (v - m) * is;
-                *o = (g * *x + b).max(0.0);
+            let (m, is) = (mean[s] as f32, inv_std[s]);
+            for r in g.rows(ch, s) {
+                for (o, &v) in out[r.clone()].iter_mut().zip(&a[r.clone()]) {
+                    *o = (gm * ((v - m) * is) + b).max(0.0);
+                }
+                if keep {
+                    for (x, &v) in xhat[r.clone()].iter_mut().zip(&a[r]) {
+                        *x = (v - m) * is;
+                    }
+                }
             }
         }
     }
     LnOut { xhat, inv_std, out }
 }
 
-/// 2×2 max-pool with stride 2 (flooring odd sizes) of `planes` planes of `h × w`; returns
-/// the pooled values and, for each, the index of the winning input element.
-pub(crate) fn maxpool2(a: &[f32], planes: usize, h: usize, w: usize) -> (Vec<f32>, Vec<u32>) {
-    let (ph, pw) = (h / 2, w / 2);
-    let mut out = Vec::with_capacity(planes * ph * pw);
-    let mut idx = Vec::with_capacity(planes * ph * pw);
-    for pl in 0..planes {
-        for y in 0..ph {
-            for x in 0..pw {
-                let base = pl * h * w + 2 * y * w + 2 * x;
-                let cand = [base, base + 1, base + w, base + w + 1];
-                let best = cand
-                    .into_iter()
-                    .fold(base, |b, j| if a[j] > a[b] { j } else { b });
-                out.push(a[best]);
-                idx.push(best as u32);
+/// `Σ (x − m)²` in eight interleaved partial sums (see [`lane_sum`]).
+fn lane_sq_dev(x: &[f32], m: f32) -> f32 {
+    let mut acc = [0.0f32; 8];
+    let mut it = x.chunks_exact(8);
+    for c in &mut it {
+        for (a, v) in acc.iter_mut().zip(c) {
+            *a += (v - m) * (v - m);
+        }
+    }
+    acc.iter().sum::<f32>()
+        + it.remainder()
+            .iter()
+            .map(|v| (v - m) * (v - m))
+            .sum::<f32>()
+}
+
+/// 2×2 max-pool with stride 2 (flooring odd sizes) of the `c` channels of `g`: the pooled
+/// values on `g.pooled()` (borders zero) and, for each pooled interior pixel in row order,
+/// the index of the winning input value.
+pub(crate) fn maxpool2(a: &[f32], c: usize, g: Grid) -> (Vec<f32>, Vec<u32>) {
+    let pg = g.pooled();
+    let mut out = vec![0.0f32; c * pg.channel()];
+    let mut idx = Vec::with_capacity(c * g.n * pg.area());
+    for ch in 0..c {
+        for s in 0..g.n {
+            for y in 0..pg.h {
+                let top = g.at(ch, s, 2 * y, 0);
+                let dst = pg.at(ch, s, y, 0);
+                for x in 0..pg.w {
+                    let base = top + 2 * x;
+                    let cand = [base + 1, base + g.stride(), base + g.stride() + 1];
+                    let best = cand
+                        .into_iter()
+                        .fold(base, |b, j| if a[j] > a[b] { j } else { b });
+                    out[dst + x] = a[best];
+                    idx.push(best as u32);
+                }
             }
         }
     }
@@ -190,12 +200,8 @@ pub(crate) fn maxpool2(a: &[f32], planes: usize, h: usize, w: usize) -> (Vec<f32
 /// Everything one block keeps for the backward pass (for a chunk of samples).
 #[derive(Debug, Clone)]
 pub(crate) struct BlockCache {
-    /// im2col of the first conv's input (empty when the pass keeps no gradients).
-    pub cols1: Vec<f32>,
     /// First LayerNorm (its `out` is the second conv's input).
     pub ln1: LnOut,
-    /// im2col of the second conv's input (empty when the pass keeps no gradients).
-    pub cols2: Vec<f32>,
     /// Argmax indices of the max-pool into the second conv's output.
     pub pool_idx: Vec<u32>,
     /// Second LayerNorm (its `out` is the block output).
@@ -207,6 +213,8 @@ pub(crate) struct BlockCache {
 pub(crate) struct ChunkCache {
     /// Samples in the chunk.
     pub n: usize,
+    /// The input images in the padded layout (the first conv's input).
+    pub input: Vec<f32>,
     /// Per-block caches.
     pub blocks: Vec<BlockCache>,
     /// Global max-pool features (head input), `[n, c_last]`.
@@ -217,8 +225,14 @@ pub(crate) struct ChunkCache {
     pub logits: Vec<f32>,
 }
 
-/// Runs block `b` on `n` samples `[c_in, n, h, w]`; the output is `[width, n, h/2, w/2]`
-/// in `ln2.out`. `keep` keeps the im2col matrices for the backward pass.
+/// The grid of block `b`'s input for a chunk of `n` samples.
+pub(crate) fn block_grid(cfg: &CnnConfig, b: usize, n: usize) -> Grid {
+    let (h, w) = cfg.block_hw(b);
+    Grid { n, h, w }
+}
+
+/// Runs block `b` on a chunk in the padded layout `[c_in, n, plane]`; the output is
+/// `[width, n, pooled plane]` in `ln2.out`. `keep` keeps what the backward pass needs.
 fn block_forward(
     p: &Params,
     cfg: &CnnConfig,
@@ -227,57 +241,24 @@ fn block_forward(
     n: usize,
     keep: bool,
 ) -> BlockCache {
-    let (h, w) = cfg.block_hw(b);
-    let c_in = cfg.block_in(b);
-    let width = cfg.widths[b];
-    let (a1, cols1) = conv3x3(x, c_in, n, h, w, p.block(b, CONV1_W), p.block(b, CONV1_B));
-    let ln1 = layer_norm_relu(&a1, n, h * w, p.block(b, LN1_G), p.block(b, LN1_B));
-    let (a2, cols2) = conv3x3(
-        &ln1.out,
-        width,
-        n,
-        h,
-        w,
-        p.block(b, CONV2_W),
-        p.block(b, CONV2_B),
-    );
-    let (pooled, pool_idx) = maxpool2(&a2, width * n, h, w);
+    let g = block_grid(cfg, b, n);
+    let (c_in, width) = (cfg.block_in(b), cfg.widths[b]);
+    let a1 = conv3x3(x, c_in, g, p.block(b, CONV1_W), p.block(b, CONV1_B));
+    let ln1 = layer_norm_relu(&a1, g, p.block(b, LN1_G), p.block(b, LN1_B), keep);
+    let a2 = conv3x3(&ln1.out, width, g, p.block(b, CONV2_W), p.block(b, CONV2_B));
+    let (pooled, pool_idx) = maxpool2(&a2, width, g);
     let ln2 = layer_norm_relu(
         &pooled,
-        n,
-        (h / 2) * (w / 2),
+        g.pooled(),
         p.block(b, LN2_G),
         p.block(b, LN2_B),
+        keep,
     );
-    let keep_cols = |c: Vec<f32>| if keep { c } else { Vec::new() };
-    BlockCache {
-        cols1: keep_cols(cols1),
-        ln1,
-        cols2: keep_cols(cols2),
-        pool_idx,
-        ln2,
-    }
-}
-
-/// `n` images `[n, C, H, W]` as the channel-major `[C, n, H·W]` the layers use (a copy only
-/// when `C > 1`: with one channel the two layouts agree).
-pub(crate) fn channel_major(images: &[f32], c: usize, n: usize) -> std::borrow::Cow<'_, [f32]> {
-    if c == 1 || n == 1 {
-        return std::borrow::Cow::Borrowed(images);
-    }
-    let hw = images.len() / (c * n);
-    let mut out = vec![0.0f32; images.len()];
-    for s in 0..n {
-        for ch in 0..c {
-            out[plane(ch, s, n, hw)]
-                .copy_from_slice(&images[(s * c + ch) * hw..(s * c + ch + 1) * hw]);
-        }
-    }
-    std::borrow::Cow::Owned(out)
+    BlockCache { ln1, pool_idx, ln2 }
 }
 
 /// Forward pass of `n` images `[n, C, H, W]` at once; `keep` keeps what the backward pass
-/// needs (the im2col matrices).
+/// needs.
 pub(crate) fn chunk_forward(
     p: &Params,
     cfg: &CnnConfig,
@@ -285,26 +266,28 @@ pub(crate) fn chunk_forward(
     n: usize,
     keep: bool,
 ) -> ChunkCache {
-    let input = channel_major(images, cfg.in_channels, n);
+    let input = block_grid(cfg, 0, n).pad(images, cfg.in_channels);
     let mut blocks: Vec<BlockCache> = Vec::with_capacity(cfg.widths.len());
     for b in 0..cfg.widths.len() {
         let x = blocks.last().map_or(&input[..], |c| c.ln2.out.as_slice());
         let cache = block_forward(p, cfg, b, x, n, keep);
         blocks.push(cache);
     }
-    let last = &blocks[blocks.len() - 1].ln2.out;
-    let c = *cfg.widths.last().expect("validated config has blocks");
-    let hw = last.len() / (c * n);
+    let nb = cfg.widths.len();
+    let last = &blocks[nb - 1].ln2.out;
+    let g = block_grid(cfg, nb, n);
+    let c = cfg.widths[nb - 1];
     let mut feat = vec![0.0f32; n * c];
     let mut feat_idx = vec![0u32; n * c];
     for ch in 0..c {
         for s in 0..n {
-            let r = plane(ch, s, n, hw);
-            let start = r.start;
-            let plane = &last[r];
-            let best = (0..hw).fold(0, |b, j| if plane[j] > plane[b] { j } else { b });
-            feat[s * c + ch] = plane[best];
-            feat_idx[s * c + ch] = (start + best) as u32;
+            let best = g
+                .rows(ch, s)
+                .flatten()
+                .reduce(|b, j| if last[j] > last[b] { j } else { b })
+                .expect("validated config leaves pixels");
+            feat[s * c + ch] = last[best];
+            feat_idx[s * c + ch] = best as u32;
         }
     }
     let hi = p.head_index();
@@ -322,6 +305,7 @@ pub(crate) fn chunk_forward(
     }
     ChunkCache {
         n,
+        input,
         blocks,
         feat,
         feat_idx,

@@ -235,33 +235,86 @@ fn time_training_step() {
     );
 }
 
-#[test]
-fn gemm_conv_matches_direct_loops() {
-    let mut rng = StdRng::seed_from_u64(9);
-    let (c_in, c_out, n, h, w) = (3, 4, 2, 5, 7);
+/// The adjoint of [`forward::conv3x3_direct`] by direct loops: weight, bias and input
+/// gradients of one unpadded image given `dout [c_out, h, w]`.
+fn conv3x3_direct_backward(
+    x: &[f32],
+    c_in: usize,
+    h: usize,
+    w: usize,
+    k: &[f32],
+    dout: &[f32],
+) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
     let hw = h * w;
-    let x: Vec<f32> = (0..n * c_in * hw)
-        .map(|_| rng.gen_range(-1.0..1.0))
-        .collect();
-    let k: Vec<f32> = (0..c_out * c_in * 9)
-        .map(|_| rng.gen_range(-1.0..1.0))
-        .collect();
-    let b: Vec<f32> = (0..c_out).map(|_| rng.gen_range(-1.0..1.0)).collect();
-    // Both samples at once, channel-major, against each sample alone by direct loops.
-    let xc = forward::channel_major(&x, c_in, n);
-    let (a, _) = conv::conv3x3(&xc, c_in, n, h, w, &k, &b);
-    let mut diff = 0.0f32;
-    for s in 0..n {
-        let d = forward::conv3x3_direct(&x[s * c_in * hw..(s + 1) * c_in * hw], c_in, h, w, &k, &b);
-        for o in 0..c_out {
-            let got = &a[(o * n + s) * hw..(o * n + s + 1) * hw];
-            let want = &d[o * hw..(o + 1) * hw];
-            for (p, q) in got.iter().zip(want) {
-                diff = diff.max((p - q).abs());
-            }
+    let c_out = dout.len() / hw;
+    let (mut dk, mut db, mut dx) = (vec![0.0; k.len()], vec![0.0; c_out], vec![0.0; x.len()]);
+    for o in 0..c_out {
+        let d = &dout[o * hw..(o + 1) * hw];
+        db[o] = d.iter().sum();
+        for i in 0..c_in {
+            forward::for_each_tap_row(h, w, |t, oo, io, len| {
+                for q in 0..len {
+                    dk[(o * c_in + i) * 9 + t] += d[oo + q] * x[i * hw + io + q];
+                    dx[i * hw + io + q] += d[oo + q] * k[(o * c_in + i) * 9 + t];
+                }
+            });
         }
     }
-    assert!(diff < 1e-5, "max diff {diff}");
+    (dk, db, dx)
+}
+
+#[test]
+fn padded_conv_matches_direct_loops() {
+    let mut rng = StdRng::seed_from_u64(9);
+    // 5 outputs (a 4-channel tile and one more) and 2 samples of 5×7: the vector tiles and
+    // the scalar tail both run, forward and backward.
+    let (c_in, c_out, n, h, w) = (3, 5, 2, 5, 7);
+    let hw = h * w;
+    let mut rand =
+        |len: usize| -> Vec<f32> { (0..len).map(|_| rng.gen_range(-1.0..1.0)).collect() };
+    let (x, k, b, dout) = (
+        rand(n * c_in * hw),
+        rand(c_out * c_in * 9),
+        rand(c_out),
+        rand(n * c_out * hw),
+    );
+    let g = grid::Grid { n, h, w };
+    let a = g.unpad(&conv::conv3x3(&g.pad(&x, c_in), c_in, g, &k, &b), c_out);
+    let (mut dk, mut db) = (vec![0.0f32; k.len()], vec![0.0f32; c_out]);
+    let dx = conv::conv3x3_backward(
+        &g.pad(&x, c_in),
+        c_in,
+        g,
+        &k,
+        &g.pad(&dout, c_out),
+        &mut dk,
+        &mut db,
+        true,
+    )
+    .expect("input gradient");
+    let dx = g.unpad(&dx, c_in);
+    let (mut want_dk, mut want_db) = (vec![0.0f32; k.len()], vec![0.0f32; c_out]);
+    let close = |p: f32, q: f32, what: &str| assert!((p - q).abs() < 1e-4, "{what}: {p} vs {q}");
+    for s in 0..n {
+        let xs = &x[s * c_in * hw..(s + 1) * c_in * hw];
+        let ds = &dout[s * c_out * hw..(s + 1) * c_out * hw];
+        let want = forward::conv3x3_direct(xs, c_in, h, w, &k, &b);
+        for (p, q) in a[s * c_out * hw..(s + 1) * c_out * hw].iter().zip(&want) {
+            close(*p, *q, "output");
+        }
+        let (sk, sb, sx) = conv3x3_direct_backward(xs, c_in, h, w, &k, ds);
+        want_dk.iter_mut().zip(&sk).for_each(|(a, b)| *a += b);
+        want_db.iter_mut().zip(&sb).for_each(|(a, b)| *a += b);
+        for (p, q) in dx[s * c_in * hw..(s + 1) * c_in * hw].iter().zip(&sx) {
+            close(*p, *q, "input gradient");
+        }
+    }
+    dk.iter()
+        .zip(&want_dk)
+        .for_each(|(p, q)| close(*p, *q, "weight gradient"));
+    db.iter()
+        .zip(&want_db)
+        .for_each(|(p, q)| close(*p, *q, "bias gradient"));
 }
 
 #[test]
