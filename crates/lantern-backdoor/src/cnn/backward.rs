@@ -8,8 +8,9 @@ use super::{CnnConfig, Params};
 use rayon::prelude::*;
 
 /// Backward of ReLU ∘ per-channel affine ∘ LayerNorm for the chunk on `g`: takes `dout`
-/// (gradient w.r.t. the ReLU output; only interiors are read), accumulates `dγ`, `dβ` and
-/// returns the gradient w.r.t. the LN input (borders zero).
+/// (gradient w.r.t. the ReLU output; its zero places may hold junk), accumulates `dγ`,
+/// `dβ` and returns the gradient w.r.t. the LN input (zeros in place). Works on whole
+/// planes: the cached output is zero in the zero places, so the ReLU mask drops them.
 fn layer_norm_relu_backward(
     ln: &LnOut,
     dout: &[f32],
@@ -24,43 +25,80 @@ fn layer_norm_relu_backward(
     let mut sum_d = vec![0.0f64; n];
     let mut sum_dx = vec![0.0f64; n];
     for ch in 0..c {
-        let (mut sg, mut sb) = (0.0f32, 0.0f32);
         for s in 0..n {
-            let (mut sd, mut sdx) = (0.0f32, 0.0f32);
-            for r in g.rows(ch, s) {
-                for (((d, &o), &gr), &x) in dxhat[r.clone()]
-                    .iter_mut()
-                    .zip(&ln.out[r.clone()])
-                    .zip(&dout[r.clone()])
-                    .zip(&ln.xhat[r])
-                {
-                    let dy = if o > 0.0 { gr } else { 0.0 };
-                    sg += dy * x;
-                    sb += dy;
-                    *d = dy * gamma[ch];
-                    sd += *d;
-                    sdx += *d * x;
-                }
-            }
-            sum_d[s] += sd as f64;
-            sum_dx[s] += sdx as f64;
+            let r = g.plane_range(ch, s);
+            let [sg, sb] = relu_affine_backward(
+                &mut dxhat[r.clone()],
+                &ln.out[r.clone()],
+                &dout[r.clone()],
+                &ln.xhat[r],
+                gamma[ch],
+            );
+            dgamma[ch] += sg;
+            dbeta[ch] += sb;
+            sum_d[s] += sb as f64 * gamma[ch] as f64;
+            sum_dx[s] += sg as f64 * gamma[ch] as f64;
         }
-        dgamma[ch] += sg;
-        dbeta[ch] += sb;
     }
     let count = (c * g.area()) as f64;
     for ch in 0..c {
         for s in 0..n {
             let (md, mdx) = ((sum_d[s] / count) as f32, (sum_dx[s] / count) as f32);
             let is = ln.inv_std[s];
-            for r in g.rows(ch, s) {
-                for (d, &x) in dxhat[r.clone()].iter_mut().zip(&ln.xhat[r]) {
-                    *d = is * (*d - md - x * mdx);
-                }
+            let r = g.plane_range(ch, s);
+            for (d, &x) in dxhat[r.clone()].iter_mut().zip(&ln.xhat[r]) {
+                *d = is * (*d - md - x * mdx);
             }
         }
     }
+    g.zero_pads(&mut dxhat, c);
     dxhat
+}
+
+/// One plane of the ReLU and affine backward: `dxhat = γ·dy` with `dy = dout` where the
+/// ReLU passed, 0 elsewhere; returns `[Σ dy·xhat, Σ dy]` (summed in eight lanes).
+fn relu_affine_backward(
+    dxhat: &mut [f32],
+    out: &[f32],
+    dout: &[f32],
+    xhat: &[f32],
+    gamma: f32,
+) -> [f32; 2] {
+    let (mut sg, mut sb) = ([0.0f32; 8], [0.0f32; 8]);
+    let body = dxhat.len() / 8 * 8;
+    let (d_body, d_tail) = dxhat.split_at_mut(body);
+    let lanes = d_body
+        .chunks_exact_mut(8)
+        .zip(out.chunks_exact(8))
+        .zip(dout.chunks_exact(8))
+        .zip(xhat.chunks_exact(8));
+    for (((d, o), g), x) in lanes {
+        let d: &mut [f32; 8] = d.try_into().expect("chunks of 8");
+        let (o, g, x): (&[f32; 8], &[f32; 8], &[f32; 8]) = (
+            o.try_into().expect("chunks of 8"),
+            g.try_into().expect("chunks of 8"),
+            x.try_into().expect("chunks of 8"),
+        );
+        for l in 0..8 {
+            // The ReLU mask as a bit mask (a select of loaded values does not vectorise).
+            let pass = u32::from(o[l] > 0.0).wrapping_neg();
+            let dy = f32::from_bits(g[l].to_bits() & pass);
+            sg[l] += dy * x[l];
+            sb[l] += dy;
+            d[l] = dy * gamma;
+        }
+    }
+    for (k, d) in d_tail.iter_mut().enumerate() {
+        let dy = if out[body + k] > 0.0 {
+            dout[body + k]
+        } else {
+            0.0
+        };
+        sg[k] += dy * xhat[body + k];
+        sb[k] += dy;
+        *d = dy * gamma;
+    }
+    [sg.iter().sum(), sb.iter().sum()]
 }
 
 /// Backward of block `b` for a chunk given the gradient w.r.t. its output (borders zero);

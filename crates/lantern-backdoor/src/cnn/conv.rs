@@ -38,8 +38,8 @@ fn taps(g: Grid, c_in: usize, c_out: usize, mirrored: bool) -> Taps {
     }
 }
 
-/// 3×3 convolution with padding 1 of a chunk `[c_in, n, padded plane]` (borders zero):
-/// `[c_out, n, padded plane]`, interior exact, borders junk.
+/// 3×3 convolution with padding 1 of a chunk in the layout of `g` (zeros in place):
+/// `c_out` channels in the same layout, zeros in place.
 pub(crate) fn conv3x3(
     input: &[f32],
     c_in: usize,
@@ -50,6 +50,7 @@ pub(crate) fn conv3x3(
     let c_out = bias.len();
     let mut out = vec![0.0f32; c_out * g.channel()];
     shifted_sum(&mut out, input, weight, bias, &taps(g, c_in, c_out, false));
+    g.zero_pads(&mut out, c_out);
     out
 }
 

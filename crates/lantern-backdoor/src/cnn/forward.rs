@@ -98,9 +98,10 @@ pub(crate) struct LnOut {
 }
 
 /// LayerNorm of each sample of `g` over its `c` planes' interiors, per-channel affine,
-/// then ReLU; `keep` keeps the normalised values for the backward pass. Each row sums in
-/// `f32` lanes, rows add up in `f64` (the gradient check's finite differences need the
-/// statistics that exact).
+/// then ReLU; `keep` keeps the normalised values for the backward pass. `a` must hold
+/// zeros in place: each plane is then one contiguous run whose zeros add nothing to the
+/// sum and a known `pads·mean²` to the squared deviations. Runs sum in `f32` lanes and add
+/// up in `f64` (the gradient check's finite differences need the statistics that exact).
 pub(crate) fn layer_norm_relu(
     a: &[f32],
     g: Grid,
@@ -113,21 +114,19 @@ pub(crate) fn layer_norm_relu(
     let mut mean = vec![0.0f64; n];
     let mut var = vec![0.0f64; n];
     for (s, (m, v)) in mean.iter_mut().zip(&mut var).enumerate() {
-        for ch in 0..c {
-            *m += g.rows(ch, s).map(|r| lane_sum(&a[r]) as f64).sum::<f64>();
-        }
-        *m /= count;
+        *m = (0..c)
+            .map(|ch| lane_sum(&a[g.plane_range(ch, s)]) as f64)
+            .sum::<f64>()
+            / count;
         let mf = *m as f32;
-        for ch in 0..c {
-            *v += g
-                .rows(ch, s)
-                .map(|r| lane_sq_dev(&a[r], mf) as f64)
-                .sum::<f64>();
-        }
+        let sq: f64 = (0..c)
+            .map(|ch| lane_sq_dev(&a[g.plane_range(ch, s)], mf) as f64)
+            .sum();
+        *v = sq - (c * g.pads()) as f64 * *m * *m;
     }
     let inv_std: Vec<f32> = var
         .iter()
-        .map(|v| (1.0 / (v / count + LN_EPS).sqrt()) as f32)
+        .map(|v| (1.0 / (v.max(0.0) / count + LN_EPS).sqrt()) as f32)
         .collect();
     let mut xhat = if keep {
         vec![0.0f32; a.len()]
@@ -139,17 +138,20 @@ pub(crate) fn layer_norm_relu(
         let (gm, b) = (gamma[ch], beta[ch]);
         for s in 0..n {
             let (m, is) = (mean[s] as f32, inv_std[s]);
-            for r in g.rows(ch, s) {
-                for (o, &v) in out[r.clone()].iter_mut().zip(&a[r.clone()]) {
-                    *o = (gm * ((v - m) * is) + b).max(0.0);
-                }
-                if keep {
-                    for (x, &v) in xhat[r.clone()].iter_mut().zip(&a[r]) {
-                        *x = (v - m) * is;
-                    }
+            let r = g.plane_range(ch, s);
+            for (o, &v) in out[r.clone()].iter_mut().zip(&a[r.clone()]) {
+                *o = (gm * ((v - m) * is) + b).max(0.0);
+            }
+            if keep {
+                for (x, &v) in xhat[r.clone()].iter_mut().zip(&a[r]) {
+                    *x = (v - m) * is;
                 }
             }
         }
+    }
+    g.zero_pads(&mut out, c);
+    if keep {
+        g.zero_pads(&mut xhat, c);
     }
     LnOut { xhat, inv_std, out }
 }
@@ -171,25 +173,31 @@ fn lane_sq_dev(x: &[f32], m: f32) -> f32 {
 }
 
 /// 2×2 max-pool with stride 2 (flooring odd sizes) of the `c` channels of `g`: the pooled
-/// values on `g.pooled()` (borders zero) and, for each pooled interior pixel in row order,
-/// the index of the winning input value.
+/// values on `g.pooled()` (zeros in place) and, for each pooled interior pixel in row
+/// order, the index of the winning input value (the first of equal maxima).
 pub(crate) fn maxpool2(a: &[f32], c: usize, g: Grid) -> (Vec<f32>, Vec<u32>) {
     let pg = g.pooled();
+    let st = g.stride();
     let mut out = vec![0.0f32; c * pg.channel()];
     let mut idx = Vec::with_capacity(c * g.n * pg.area());
     for ch in 0..c {
         for s in 0..g.n {
             for y in 0..pg.h {
                 let top = g.at(ch, s, 2 * y, 0);
+                let rows = &a[top..top + st + 2 * pg.w];
                 let dst = pg.at(ch, s, y, 0);
-                for x in 0..pg.w {
-                    let base = top + 2 * x;
-                    let cand = [base + 1, base + g.stride(), base + g.stride() + 1];
-                    let best = cand
-                        .into_iter()
-                        .fold(base, |b, j| if a[j] > a[b] { j } else { b });
-                    out[dst + x] = a[best];
-                    idx.push(best as u32);
+                for (x, o) in out[dst..dst + pg.w].iter_mut().enumerate() {
+                    let k = 2 * x;
+                    let cand = [rows[k], rows[k + 1], rows[st + k], rows[st + k + 1]];
+                    // Branch-free argmax: the winner is as random as the data.
+                    let (mut best, mut at) = (cand[0], 0usize);
+                    for (q, &v) in cand.iter().enumerate().skip(1) {
+                        let gt = v > best;
+                        best = if gt { v } else { best };
+                        at = if gt { q } else { at };
+                    }
+                    *o = best;
+                    idx.push((top + k + (at & 1) + (at >> 1) * st) as u32);
                 }
             }
         }

@@ -83,6 +83,32 @@ impl Grid {
         self.stride() + 1..self.channel() - self.stride() - 1
     }
 
+    /// The stored values of plane `(c, s)`: its leading zero row and its `h` rows, each
+    /// with its trailing zero.
+    pub fn plane_range(&self, c: usize, s: usize) -> Range<usize> {
+        let start = c * self.channel() + 1 + s * self.plane();
+        start..start + self.plane()
+    }
+
+    /// Zeros per plane (`plane − h·w`).
+    pub fn pads(&self) -> usize {
+        self.plane() - self.area()
+    }
+
+    /// Sets the zero places of every plane of the `c` channels of `x` back to zero (after a
+    /// layer that wrote whole planes).
+    pub fn zero_pads(&self, x: &mut [f32], c: usize) {
+        for ch in 0..c {
+            for s in 0..self.n {
+                let p = self.plane_range(ch, s);
+                x[p.start..p.start + self.stride()].fill(0.0);
+                for y in 0..self.h {
+                    x[self.at(ch, s, y, self.w)] = 0.0;
+                }
+            }
+        }
+    }
+
     /// `n` images `[n, c, h, w]` in this layout, borders zero.
     pub fn pad(&self, images: &[f32], c: usize) -> Vec<f32> {
         assert_eq!(
