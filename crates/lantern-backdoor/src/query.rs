@@ -11,7 +11,7 @@
 //! The base CNN enters the candle graph as one custom op that runs the plain-Rust CNN
 //! ([`crate::cnn::forward`]) on a whole minibatch of models `[M, K, C, H, W]` in parallel,
 //! with the hand-written input gradient (`cnn::input_grad`) as its backward: that reuses the
-//! tested, gemm-based CNN kernels and avoids candle's large im2col temporaries. A version
+//! tested CNN kernels and avoids candle's large im2col temporaries. A version
 //! built from candle ops (conv2d, LayerNorm by hand, pooling by reductions) lives in the
 //! tests as an independent reference for the op's values and image gradients.
 

@@ -222,7 +222,7 @@ fn time_training_step() {
         opt.step(&mut p, &g, 1e-3);
     };
     step();
-    let n = 5;
+    let n = 30;
     let t = std::time::Instant::now();
     for _ in 0..n {
         step();
