@@ -101,8 +101,8 @@ fn relu_affine_backward(
     [sg.iter().sum(), sb.iter().sum()]
 }
 
-/// Backward of block `b` for a chunk given the gradient w.r.t. its output (borders zero);
-/// returns the gradient w.r.t. its input (borders junk) when `need_din`.
+/// Backward of block `b` for a chunk given the gradient w.r.t. its output (zeros in place);
+/// returns the gradient w.r.t. its input (junk in the zero places) when `need_din`.
 #[allow(clippy::too_many_arguments)]
 fn block_backward(
     p: &Params,
@@ -145,7 +145,7 @@ fn two(g: &mut Params, i: usize, j: usize) -> [&mut [f32]; 2] {
 
 /// Backward from the logits' gradient `dz` (`[n, classes]`) through the head and every
 /// block; accumulates parameter gradients into `g` and returns the input gradient in the
-/// padded layout (borders junk) when `need_din`.
+/// padded layout (junk in the zero places) when `need_din`.
 fn chunk_backward(
     p: &Params,
     cfg: &CnnConfig,

@@ -55,8 +55,8 @@ pub(crate) fn conv3x3(
 }
 
 /// Backward of [`conv3x3`] given its input and the gradient w.r.t. its output (`dout`,
-/// borders zero): accumulates `dw`, `db` and, when `need_din`, returns the input gradient
-/// (interior exact, borders junk).
+/// zeros in place): accumulates `dw`, `db` and, when `need_din`, returns the input gradient
+/// (interior exact, junk in the zero places).
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn conv3x3_backward(
     input: &[f32],

@@ -86,7 +86,7 @@ pub(crate) fn conv3x3_direct(
 }
 
 /// Result of a LayerNorm over each sample's `(C, H, W)` activation, for a chunk of
-/// samples in the padded layout of [`Grid`] (borders zero).
+/// samples in the padded layout of [`Grid`] (zeros in place).
 #[derive(Debug, Clone)]
 pub(crate) struct LnOut {
     /// Normalised values `(a - mean_s) * inv_std_s` (empty when no backward pass follows).

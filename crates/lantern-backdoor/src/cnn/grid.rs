@@ -109,7 +109,7 @@ impl Grid {
         }
     }
 
-    /// `n` images `[n, c, h, w]` in this layout, borders zero.
+    /// `n` images `[n, c, h, w]` in this layout, zeros in place.
     pub fn pad(&self, images: &[f32], c: usize) -> Vec<f32> {
         assert_eq!(
             images.len(),
