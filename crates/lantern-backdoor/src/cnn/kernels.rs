@@ -55,8 +55,23 @@ pub(crate) fn shifted_sum(out: &mut [f32], x: &[f32], w: &[f32], bias: &[f32], t
         // SAFETY: AVX2 and FMA are present; the asserts above bound every access.
         done = unsafe { simd::shifted_sum(out, x, w, bias, taps) };
     }
+    shifted_sum_scalar(out, x, w, bias, taps, done);
+}
+
+/// [`shifted_sum`] by scalar loops for the positions of the span from `from` on.
+fn shifted_sum_scalar(
+    out: &mut [f32],
+    x: &[f32],
+    w: &[f32],
+    bias: &[f32],
+    taps: &Taps,
+    from: usize,
+) {
+    let Taps {
+        c_in, c_out, cs, ..
+    } = *taps;
     for o in 0..c_out {
-        for r in done..taps.span.end {
+        for r in from..taps.span.end {
             let mut acc = bias[o];
             for i in 0..c_in {
                 let wi = &w[(o * c_in + i) * 9..(o * c_in + i + 1) * 9];
@@ -86,6 +101,14 @@ pub(crate) fn tap_grad(dw: &mut [f32], dy: &[f32], x: &[f32], taps: &Taps) {
         unsafe { simd::tap_grad(dw, dy, x, taps) };
         return;
     }
+    tap_grad_scalar(dw, dy, x, taps);
+}
+
+/// [`tap_grad`] by scalar loops.
+fn tap_grad_scalar(dw: &mut [f32], dy: &[f32], x: &[f32], taps: &Taps) {
+    let Taps {
+        c_in, c_out, cs, ..
+    } = *taps;
     for o in 0..c_out {
         let d = &dy[o * cs..(o + 1) * cs];
         for i in 0..c_in {
@@ -325,6 +348,14 @@ mod tests {
         let dy: Vec<f32> = out.iter().map(|v| v * 0.5 - 0.1).collect();
         let mut dw = vec![1.0f32; w.len()];
         tap_grad(&mut dw, &dy, &x, &taps);
+        // The scalar loops (what other CPUs run) give the same values.
+        let mut out_scalar = vec![7.0f32; c_out * cs];
+        shifted_sum_scalar(&mut out_scalar, &x, &w, &b, &taps, taps.span.start);
+        let mut dw_scalar = vec![1.0f32; w.len()];
+        tap_grad_scalar(&mut dw_scalar, &dy, &x, &taps);
+        for (p, q) in out.iter().zip(&out_scalar).chain(dw.iter().zip(&dw_scalar)) {
+            assert!((p - q).abs() < 1e-3, "vector {p} vs scalar {q}");
+        }
         for o in 0..c_out {
             for r in 0..cs {
                 let want = if taps.span.contains(&r) {
