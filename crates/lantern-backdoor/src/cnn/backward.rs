@@ -1,6 +1,6 @@
 //! Hand-written backward pass and [`loss_and_grad`].
 
-use super::conv::conv3x3_backward;
+use super::conv::{conv3x3_backward, Wants};
 use super::forward::{block_grid, check_batch, chunk_forward, ChunkCache, LnOut};
 use super::grid::Grid;
 use super::params::{CONV1_B, CONV1_W, CONV2_B, CONV2_W, LN1_B, LN1_G, LN2_B, LN2_G, PER_BLOCK};
@@ -102,7 +102,7 @@ fn relu_affine_backward(
 }
 
 /// Backward of block `b` for a chunk given the gradient w.r.t. its output (zeros in place);
-/// returns the gradient w.r.t. its input (junk in the zero places) when `need_din`.
+/// returns the gradient w.r.t. its input (junk in the zero places) when `wants.input`.
 #[allow(clippy::too_many_arguments)]
 fn block_backward(
     p: &Params,
@@ -112,7 +112,7 @@ fn block_backward(
     input: &[f32],
     dout: &[f32],
     g: &mut Params,
-    need_din: bool,
+    wants: Wants,
 ) -> Option<Vec<f32>> {
     let grid = block_grid(cfg, b, cache.n);
     let (c_in, width) = (cfg.block_in(b), cfg.widths[b]);
@@ -128,13 +128,17 @@ fn block_backward(
     }
     let [dw2, dbias2] = two(g, base + CONV2_W, base + CONV2_B);
     let w2 = p.block(b, CONV2_W);
-    let dr1 = conv3x3_backward(&bc.ln1.out, width, grid, w2, &da2, dw2, dbias2, true)
+    let inner = Wants {
+        input: true,
+        ..wants
+    };
+    let dr1 = conv3x3_backward(&bc.ln1.out, width, grid, w2, &da2, dw2, dbias2, inner)
         .expect("requested input gradient");
     let [dg1, db1] = two(g, base + LN1_G, base + LN1_B);
     let da1 = layer_norm_relu_backward(&bc.ln1, &dr1, grid, p.block(b, LN1_G), dg1, db1);
     let [dw1, dbias1] = two(g, base + CONV1_W, base + CONV1_B);
     let w1 = p.block(b, CONV1_W);
-    conv3x3_backward(input, c_in, grid, w1, &da1, dw1, dbias1, need_din)
+    conv3x3_backward(input, c_in, grid, w1, &da1, dw1, dbias1, wants)
 }
 
 /// Mutable borrows of two distinct tensors `i < j` of `g`.
@@ -144,15 +148,16 @@ fn two(g: &mut Params, i: usize, j: usize) -> [&mut [f32]; 2] {
 }
 
 /// Backward from the logits' gradient `dz` (`[n, classes]`) through the head and every
-/// block; accumulates parameter gradients into `g` and returns the input gradient in the
-/// padded layout (junk in the zero places) when `need_din`.
+/// block; accumulates parameter gradients into `g` (the convolutions' only when
+/// `wants.weights`) and returns the input gradient in the padded layout (junk in the zero
+/// places) when `wants.input`.
 fn chunk_backward(
     p: &Params,
     cfg: &CnnConfig,
     cache: &ChunkCache,
     dz: &[f32],
     g: &mut Params,
-    need_din: bool,
+    wants: Wants,
 ) -> Option<Vec<f32>> {
     let c = *cfg.widths.last().expect("validated config has blocks");
     let hi = p.head_index();
@@ -183,7 +188,11 @@ fn chunk_backward(
         } else {
             &cache.blocks[b - 1].ln2.out
         };
-        dout = block_backward(p, cfg, b, cache, input, &dout, g, need_din || b > 0)?;
+        let block_wants = Wants {
+            input: wants.input || b > 0,
+            ..wants
+        };
+        dout = block_backward(p, cfg, b, cache, input, &dout, g, block_wants)?;
     }
     Some(dout)
 }
@@ -216,7 +225,11 @@ fn chunk_loss_grad(
             *dk = scale * (prob - f32::from(u8::from(k == label)));
         }
     }
-    chunk_backward(p, cfg, &cache, &dz, g, false);
+    let wants = Wants {
+        weights: true,
+        input: false,
+    };
+    chunk_backward(p, cfg, &cache, &dz, g, wants);
     loss
 }
 
@@ -224,10 +237,15 @@ fn chunk_loss_grad(
 /// backward pass the MNTD query detector (`crate::query`) needs for its learned images.
 pub(crate) fn input_grad(p: &Params, cfg: &CnnConfig, image: &[f32], dlogits: &[f32]) -> Vec<f32> {
     let cache = chunk_forward(p, cfg, image, 1, true);
-    // Scratch for the parameter gradients the backward pass accumulates (discarded).
+    // Scratch for the few parameter gradients the backward pass still accumulates (head and
+    // LayerNorm affines; discarded); the convolutions' are skipped.
     let mut g = Params::zeros(cfg);
+    let wants = Wants {
+        weights: false,
+        input: true,
+    };
     let din =
-        chunk_backward(p, cfg, &cache, dlogits, &mut g, true).expect("input gradient requested");
+        chunk_backward(p, cfg, &cache, dlogits, &mut g, wants).expect("input gradient requested");
     block_grid(cfg, 0, 1).unpad(&din, cfg.in_channels)
 }
 

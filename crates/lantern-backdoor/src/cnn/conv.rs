@@ -54,9 +54,19 @@ pub(crate) fn conv3x3(
     out
 }
 
+/// What a backward pass must produce besides the gradients of the activations in between.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Wants {
+    /// The convolutions' weight and bias gradients (an input gradient alone skips them: they
+    /// are a third of the backward pass).
+    pub weights: bool,
+    /// The gradient w.r.t. the input.
+    pub input: bool,
+}
+
 /// Backward of [`conv3x3`] given its input and the gradient w.r.t. its output (`dout`,
-/// zeros in place): accumulates `dw`, `db` and, when `need_din`, returns the input gradient
-/// (interior exact, junk in the zero places).
+/// zeros in place): accumulates `dw`, `db` when `wants.weights` and returns the input
+/// gradient (interior exact, junk in the zero places) when `wants.input`.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn conv3x3_backward(
     input: &[f32],
@@ -66,14 +76,16 @@ pub(crate) fn conv3x3_backward(
     dout: &[f32],
     dw: &mut [f32],
     db: &mut [f32],
-    need_din: bool,
+    wants: Wants,
 ) -> Option<Vec<f32>> {
     let c_out = db.len();
-    for (o, d) in dout.chunks_exact(g.channel()).enumerate() {
-        db[o] += lane_sum(d);
+    if wants.weights {
+        for (o, d) in dout.chunks_exact(g.channel()).enumerate() {
+            db[o] += lane_sum(d);
+        }
+        tap_grad(dw, dout, input, &taps(g, c_in, c_out, false));
     }
-    tap_grad(dw, dout, input, &taps(g, c_in, c_out, false));
-    if !need_din {
+    if !wants.input {
         return None;
     }
     // din[i][r] = Σ_o Σ_t W[o][i][t] · dout[o][r − off[t]]: a shifted sum from the c_out

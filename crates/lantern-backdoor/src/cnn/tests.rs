@@ -289,7 +289,10 @@ fn padded_conv_matches_direct_loops() {
         &g.pad(&dout, c_out),
         &mut dk,
         &mut db,
-        true,
+        conv::Wants {
+            weights: true,
+            input: true,
+        },
     )
     .expect("input gradient");
     let dx = g.unpad(&dx, c_in);
