@@ -205,36 +205,6 @@ fn safetensors_round_trip_and_mismatch() {
     ));
 }
 
-/// Time of one training step (loss, grad, clip, AdamW) at batch 128 on 1×28×28 with widths
-/// 8/16/32. Run with `cargo test --release -p lantern-backdoor -- --ignored --nocapture`.
-#[test]
-#[ignore]
-fn time_training_step() {
-    let cfg = CnnConfig::fashion_small();
-    let mut rng = StdRng::seed_from_u64(5);
-    let mut p = Params::init(&cfg, &mut rng);
-    let images = random_images(128, &cfg, &mut rng);
-    let labels: Vec<u8> = (0..128).map(|i| (i % 10) as u8).collect();
-    let mut opt = AdamW::new(1e-3);
-    let mut step = || {
-        let (_, mut g) = loss_and_grad(&p, &cfg, &images, &labels, 128);
-        clip_grad_norm(&mut g, 5.0);
-        opt.step(&mut p, &g, 1e-3);
-    };
-    step();
-    let n = 30;
-    let t = std::time::Instant::now();
-    for _ in 0..n {
-        step();
-    }
-    let per = t.elapsed().as_secs_f64() / n as f64;
-    eprintln!(
-        "training step, batch 128, 1x28x28, widths 8/16/32: {:.1} ms on {} threads",
-        per * 1e3,
-        rayon::current_num_threads()
-    );
-}
-
 /// The adjoint of [`forward::conv3x3_direct`] by direct loops: weight, bias and input
 /// gradients of one unpadded image given `dout [c_out, h, w]`.
 fn conv3x3_direct_backward(
