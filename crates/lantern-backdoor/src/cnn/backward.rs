@@ -250,10 +250,10 @@ pub(crate) fn input_grad(p: &Params, cfg: &CnnConfig, image: &[f32], dlogits: &[
 }
 
 /// Samples per chunk of [`loss_and_grad`]. Measured on the 1×28×28, 8/16/32 network at
-/// batch 128 on one thread (30 steps, best of two runs; now `cargo bench -p lantern-backdoor
-/// --bench train_step`): 44 ms per step for chunks of 1,
-/// 44 for 2, 35 for 4, 36 for 8 — longer runs per channel keep the vector tiles busy, and
-/// beyond 4 samples the chunk's activations outgrow the core's cache.
+/// batch 128 on one thread (30 steps, best of two runs; the step is timed by `cargo bench
+/// -p lantern-backdoor --bench train_step`): 44 ms per step for chunks of 1, 44 for 2, 35
+/// for 4, 36 for 8 — longer runs per channel keep the vector tiles busy, and beyond 4
+/// samples the chunk's activations outgrow the core's cache.
 const TRAIN_CHUNK: usize = 4;
 
 /// Mean cross-entropy over the batch and its gradient w.r.t. every parameter.
