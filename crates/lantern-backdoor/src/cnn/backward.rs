@@ -120,11 +120,14 @@ fn block_backward(
     let base = b * PER_BLOCK;
     let [dg2, db2] = two(g, base + LN2_G, base + LN2_B);
     let dpool = layer_norm_relu_backward(&bc.ln2, dout, grid.pooled(), p.block(b, LN2_G), dg2, db2);
+    // Each pooled gradient goes to the input value that won its window.
     let mut da2 = vec![0.0f32; width * grid.channel()];
-    let pg = grid.pooled();
-    let pooled_grads = (0..width).flat_map(|ch| (0..pg.n).flat_map(move |s| pg.rows(ch, s)));
-    for (&j, &d) in bc.pool_idx.iter().zip(pooled_grads.flat_map(|r| &dpool[r])) {
-        da2[j as usize] += d;
+    let mut winners = bc.pool_idx.iter();
+    for r in grid.pooled().all_rows(width) {
+        for &d in &dpool[r] {
+            let j = *winners.next().expect("one winner per pooled value");
+            da2[j as usize] += d;
+        }
     }
     let [dw2, dbias2] = two(g, base + CONV2_W, base + CONV2_B);
     let w2 = p.block(b, CONV2_W);

@@ -13,14 +13,20 @@ use super::kernels::{shifted_sum, tap_grad, Taps};
 /// Sum of `x` in eight interleaved partial sums (a plain `sum` is a serial chain of adds the
 /// compiler may not reorder; this one vectorises).
 pub(crate) fn lane_sum(x: &[f32]) -> f32 {
+    lane_sum_of(x, |v| v)
+}
+
+/// `Σ f(x_i)` in eight interleaved partial sums (see [`lane_sum`]).
+#[inline]
+pub(crate) fn lane_sum_of(x: &[f32], f: impl Fn(f32) -> f32) -> f32 {
     let mut acc = [0.0f32; 8];
     let mut it = x.chunks_exact(8);
     for c in &mut it {
-        for (a, v) in acc.iter_mut().zip(c) {
-            *a += v;
+        for (a, &v) in acc.iter_mut().zip(c) {
+            *a += f(v);
         }
     }
-    acc.iter().sum::<f32>() + it.remainder().iter().sum::<f32>()
+    acc.iter().sum::<f32>() + it.remainder().iter().map(|&v| f(v)).sum::<f32>()
 }
 
 /// The product shapes of a convolution from `c_in` to `c_out` channels on `g`.

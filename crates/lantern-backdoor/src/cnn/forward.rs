@@ -1,7 +1,7 @@
 //! Forward pass: layer kernels (shared with the backward pass), the caches of a chunk of
 //! samples run together, [`forward`], [`predict`] and [`accuracy`].
 
-use super::conv::{conv3x3, lane_sum};
+use super::conv::{conv3x3, lane_sum, lane_sum_of};
 use super::grid::Grid;
 use super::params::{CONV1_B, CONV1_W, CONV2_B, CONV2_W, LN1_B, LN1_G, LN2_B, LN2_G};
 use super::{CnnConfig, Params};
@@ -120,7 +120,7 @@ pub(crate) fn layer_norm_relu(
             / count;
         let mf = *m as f32;
         let sq: f64 = (0..c)
-            .map(|ch| lane_sq_dev(&a[g.plane_range(ch, s)], mf) as f64)
+            .map(|ch| lane_sum_of(&a[g.plane_range(ch, s)], |v| (v - mf) * (v - mf)) as f64)
             .sum();
         *v = sq - (c * g.pads()) as f64 * *m * *m;
     }
@@ -139,12 +139,15 @@ pub(crate) fn layer_norm_relu(
         for s in 0..n {
             let (m, is) = (mean[s] as f32, inv_std[s]);
             let r = g.plane_range(ch, s);
-            for (o, &v) in out[r.clone()].iter_mut().zip(&a[r.clone()]) {
-                *o = (gm * ((v - m) * is) + b).max(0.0);
-            }
             if keep {
-                for (x, &v) in xhat[r.clone()].iter_mut().zip(&a[r]) {
+                let planes = xhat[r.clone()].iter_mut().zip(&mut out[r.clone()]);
+                for ((x, o), &v) in planes.zip(&a[r]) {
                     *x = (v - m) * is;
+                    *o = (gm * *x + b).max(0.0);
+                }
+            } else {
+                for (o, &v) in out[r.clone()].iter_mut().zip(&a[r]) {
+                    *o = (gm * ((v - m) * is) + b).max(0.0);
                 }
             }
         }
@@ -154,22 +157,6 @@ pub(crate) fn layer_norm_relu(
         g.zero_pads(&mut xhat, c);
     }
     LnOut { xhat, inv_std, out }
-}
-
-/// `Σ (x − m)²` in eight interleaved partial sums (see [`lane_sum`]).
-fn lane_sq_dev(x: &[f32], m: f32) -> f32 {
-    let mut acc = [0.0f32; 8];
-    let mut it = x.chunks_exact(8);
-    for c in &mut it {
-        for (a, v) in acc.iter_mut().zip(c) {
-            *a += (v - m) * (v - m);
-        }
-    }
-    acc.iter().sum::<f32>()
-        + it.remainder()
-            .iter()
-            .map(|v| (v - m) * (v - m))
-            .sum::<f32>()
 }
 
 /// 2×2 max-pool with stride 2 (flooring odd sizes) of the `c` channels of `g`: the pooled

@@ -70,6 +70,14 @@ impl Grid {
         })
     }
 
+    /// The interior rows of every plane of `c` channels, in storage order (channel, then
+    /// sample, then row) — the order [`maxpool2`](super::forward::maxpool2) records its
+    /// winners in.
+    pub fn all_rows(&self, c: usize) -> impl Iterator<Item = Range<usize>> {
+        let g = *self;
+        (0..c).flat_map(move |ch| (0..g.n).flat_map(move |s| g.rows(ch, s)))
+    }
+
     /// Offsets of the nine taps of a 3×3 kernel, `tap = ky·3 + kx` reading pixel
     /// `(y + ky − 1, x + kx − 1)`.
     pub fn taps(&self) -> [isize; 9] {

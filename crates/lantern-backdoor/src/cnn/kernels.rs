@@ -25,11 +25,17 @@ pub(crate) struct Taps {
 }
 
 impl Taps {
-    fn check(&self) {
+    /// Panics unless every tap from the span stays inside its channel, the `c_out`-channel
+    /// buffer holds `outputs` values and the `c_in`-channel one `inputs` (at least).
+    fn check(&self, outputs: usize, inputs: usize) {
         let reach = self.off.iter().map(|o| o.unsigned_abs()).max().unwrap_or(0);
         assert!(
             self.span.start >= reach && self.span.end + reach <= self.cs,
             "taps reach outside the channel"
+        );
+        assert!(
+            outputs >= self.c_out * self.cs && inputs >= self.c_in * self.cs,
+            "buffer sizes"
         );
     }
 }
@@ -37,16 +43,9 @@ impl Taps {
 /// `out[o][r] = bias[o] + Σ_i Σ_t w[(o·c_in + i)·9 + t] · x[i][r + off[t]]` for `r` in the
 /// span; positions outside it are left as they are.
 pub(crate) fn shifted_sum(out: &mut [f32], x: &[f32], w: &[f32], bias: &[f32], taps: &Taps) {
-    taps.check();
-    let Taps {
-        c_in, c_out, cs, ..
-    } = *taps;
+    taps.check(out.len(), x.len());
     assert!(
-        out.len() >= c_out * cs && x.len() >= c_in * cs,
-        "buffer sizes"
-    );
-    assert!(
-        w.len() == c_out * c_in * 9 && bias.len() == c_out,
+        w.len() == taps.c_out * taps.c_in * 9 && bias.len() == taps.c_out,
         "weight sizes"
     );
     let mut done = taps.span.start;
@@ -86,15 +85,8 @@ fn shifted_sum_scalar(
 
 /// `dw[(o·c_in + i)·9 + t] += Σ_r dy[o][r] · x[i][r + off[t]]` over the span.
 pub(crate) fn tap_grad(dw: &mut [f32], dy: &[f32], x: &[f32], taps: &Taps) {
-    taps.check();
-    let Taps {
-        c_in, c_out, cs, ..
-    } = *taps;
-    assert!(
-        dy.len() >= c_out * cs && x.len() >= c_in * cs,
-        "buffer sizes"
-    );
-    assert_eq!(dw.len(), c_out * c_in * 9, "weight gradient size");
+    taps.check(dy.len(), x.len());
+    assert_eq!(dw.len(), taps.c_out * taps.c_in * 9, "weight gradient size");
     #[cfg(target_arch = "x86_64")]
     if simd::available() {
         // SAFETY: AVX2 and FMA are present; the asserts above bound every access.
@@ -274,7 +266,9 @@ mod simd {
                 }
             }
         }
-        if body < end && end - start >= 8 {
+        if body == end {
+            // Whole vectors covered the span.
+        } else if end - start >= 8 {
             // The last few positions: the vector ending at `end`, its lanes before `body`
             // (already summed) masked to zero.
             let r = end - 8;
@@ -289,6 +283,7 @@ mod simd {
                 }
             }
         } else {
+            // A span shorter than one vector: scalar sums.
             for (j, row) in acc.iter_mut().enumerate() {
                 for (k, a) in row.iter_mut().enumerate() {
                     let s: f32 = (body..end)
