@@ -11,17 +11,19 @@ use common::{err_of, json_of, lantern, small_train};
 
 use serde_json::Value;
 
-/// One small SAE (layer 3, 1152 latents, k 8) for every test here.
+/// One small SAE (layer 3, 1152 latents, k 8) for every test here. It lives in cargo's per-target
+/// temp dir under a fixed name (a `TempDir` in a static is never dropped, so it would leak one
+/// run per test process); a stale copy from an earlier process is removed first.
 fn trained_sae() -> &'static Path {
-    static DIR: OnceLock<(tempfile::TempDir, PathBuf)> = OnceLock::new();
-    let (_, sae) = DIR.get_or_init(|| {
-        let dir = tempfile::tempdir().unwrap();
-        let run = dir.path().join("run");
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let run = Path::new(env!("CARGO_TARGET_TMPDIR")).join("cli_sae_studies_run");
+        if run.exists() {
+            std::fs::remove_dir_all(&run).unwrap();
+        }
         json_of(&small_train(&run, &["--report-windows", "0"]));
-        let sae = run.join("blocks.3.resid_post");
-        (dir, sae)
-    });
-    sae
+        run.join("blocks.3.resid_post")
+    })
 }
 
 #[test]
