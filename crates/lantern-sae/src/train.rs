@@ -165,10 +165,9 @@ struct Entry {
     latent: u32,
     /// The activation.
     act: f32,
-    /// Which output gradient it decodes into (0 main, 1 Multi-TopK, 2 AuxK).
+    /// Which decoded set it belongs to: its position in the list of sets (main first, then
+    /// Multi-TopK and AuxK when they run), which is also its output gradient's.
     set: u8,
-    /// d loss / d pre-activation, filled in by the backward pass.
-    grad: f32,
 }
 
 /// An SAE with its optimiser state.
@@ -199,7 +198,7 @@ impl Trainer {
                 Moments::zeros(n * d),
                 Moments::zeros(d),
             ],
-            grads: Grads::zeros(n, d),
+            grads: Grads::zeros(0, 0),
             pre_buf: Vec::new(),
             since_fired: vec![0; n],
             step: 0,
@@ -231,11 +230,26 @@ impl Trainer {
     }
 
     /// One optimisation step on a batch `x` `[rows, d_in]`.
+    ///
+    /// TopK and BatchTopK SAEs take the step latent by latent inside the backward pass (each
+    /// latent's encoder and decoder rows get their Adam update as soon as their gradients are
+    /// known, so the gradients never go to memory); ReLU SAEs compute every gradient first.
     pub fn train_step(&mut self, x: &[f32]) -> StepStats {
-        let rows = x.len() / self.sae.cfg.d_in;
-        let mut stats = self.compute_grads(x);
-        stats.lr = self.lr();
-        self.apply(stats.lr);
+        let d = self.sae.cfg.d_in;
+        let rows = x.len() / d;
+        let lr = self.lr();
+        let mut stats = match self.sae.cfg.activation {
+            Activation::Relu => {
+                let stats = self.compute_grads(x);
+                self.apply(lr);
+                stats
+            }
+            _ => {
+                let tv = total_variance(x, d).max(1e-12);
+                self.backward_sparse(x, rows, tv, Some(lr))
+            }
+        };
+        stats.lr = lr;
         self.tokens += rows as u64;
         stats.dead_frac = self.dead_frac();
         stats
@@ -243,17 +257,21 @@ impl Trainer {
 
     /// The loss on `x` and its gradients (into `self.grads`); updates the firing counters.
     fn compute_grads(&mut self, x: &[f32]) -> StepStats {
-        let d = self.sae.cfg.d_in;
+        let (n, d) = (self.sae.cfg.num_latents, self.sae.cfg.d_in);
+        if self.grads.w_enc.len() != n * d {
+            self.grads = Grads::zeros(n, d);
+        }
         let rows = x.len() / d;
         let tv = total_variance(x, d).max(1e-12);
         match self.sae.cfg.activation {
             Activation::Relu => self.backward_dense(x, rows, tv),
-            _ => self.backward_sparse(x, rows, tv),
+            _ => self.backward_sparse(x, rows, tv, None),
         }
     }
 
-    /// Forward and backward for TopK / BatchTopK, filling `self.grads`.
-    fn backward_sparse(&mut self, x: &[f32], rows: usize, tv: f32) -> StepStats {
+    /// Forward and backward for TopK / BatchTopK: fills `self.grads`, or, given the learning
+    /// rate, takes the Adam step in place.
+    fn backward_sparse(&mut self, x: &[f32], rows: usize, tv: f32, lr: Option<f32>) -> StepStats {
         let sae = &self.sae;
         let (n, d) = (sae.cfg.num_latents, sae.cfg.d_in);
         let enc = sae.encode_reusing(x, true, std::mem::take(&mut self.pre_buf));
@@ -293,73 +311,41 @@ impl Trainer {
         }
         stats.loss += stats.fvu + stats.multi_topk_fvu / 8.0;
         self.mark_fired(&enc.codes);
-        let outs: Vec<&[f32]> = outs.iter().map(|o| o.as_slice()).collect();
-        let mut entries = collect_entries(&sets);
-        let with_bias = [true, true, false];
-        self.sparse_grads(&enc.centered, &outs, &with_bias, &mut entries);
-        self.pre_buf = enc.pre;
-        stats
-    }
-
-    /// Gradients of every parameter from the entries of all decoded sets.
-    fn sparse_grads(
-        &mut self,
-        centered: &[f32],
-        outs: &[&[f32]],
-        with_bias: &[bool; 3],
-        entries: &mut [Entry],
-    ) {
-        let (n, d) = (self.sae.cfg.num_latents, self.sae.cfg.d_in);
-        let (w_enc, w_dec) = (&self.sae.w_enc, &self.sae.w_dec);
-        // d loss / d activation = W_dec[j] · G_set[row]: per entry, in parallel.
-        entries.par_iter_mut().for_each(|e| {
-            let (r, j) = (e.row as usize, e.latent as usize);
-            let g = &outs[e.set as usize][r * d..(r + 1) * d];
-            e.grad = dot(&w_dec[j * d..(j + 1) * d], g);
-        });
-        let g = &mut self.grads;
-        // b_dec: + Σ G over decodes that add it, - Σ_rows Σ_entries grad W_enc[j] (x - b_dec).
+        // b_dec's gradient: + Σ G over the decodes that add b_dec (not AuxK's), - Σ_j
+        // g_b_enc[j] W_enc[j] (that part summed by the latent pass, before it moves W_enc).
         let mut g_b_dec = vec![0f32; d];
-        for (set, out) in outs.iter().enumerate() {
-            if with_bias[set] {
+        for (out, &(_, set)) in outs.iter().zip(&sets) {
+            if set != 2 {
                 let part = column_sums(out, d);
                 g_b_dec.iter_mut().zip(&part).for_each(|(a, b)| *a += b);
             }
         }
-        let enc_part = entries
-            .par_chunks(4096)
-            .map(|es| {
-                let mut acc = vec![0f32; d];
-                for e in es {
-                    let j = e.latent as usize;
-                    axpy(e.grad, &w_enc[j * d..(j + 1) * d], &mut acc);
-                }
-                acc
-            })
-            .reduce(|| vec![0f32; d], add_vecs);
+        let outs: Vec<&[f32]> = outs.iter().map(|o| o.as_slice()).collect();
+        let pass = LatentPass {
+            d,
+            outs: &outs,
+            centered: &enc.centered,
+            by_latent: ByLatent::new(&collect_entries(&sets), n),
+        };
+        let enc_part = match lr {
+            None => pass.store(&self.sae, &mut self.grads),
+            Some(lr) => {
+                self.step += 1;
+                let adam = AdamStep::new(lr, &self.cfg, self.step);
+                let [m_we, m_be, m_wd, _] = &mut self.adam;
+                pass.step(&mut self.sae, [m_we, m_be, m_wd], adam)
+            }
+        };
         g_b_dec.iter_mut().zip(&enc_part).for_each(|(a, b)| *a -= b);
-        g.b_dec = g_b_dec;
-        // Per latent: gather its entries and update its two rows.
-        let order = bucket_by_latent(entries, n);
-        let (w_enc_g, w_dec_g, b_enc_g) = (&mut g.w_enc, &mut g.w_dec, &mut g.b_enc);
-        w_enc_g
-            .par_chunks_mut(d)
-            .zip(w_dec_g.par_chunks_mut(d))
-            .zip(b_enc_g.par_iter_mut())
-            .enumerate()
-            .for_each(|(j, ((ge, gd), gb))| {
-                // Every row is visited: zeroing here saves two passes over the gradients.
-                ge.fill(0.0);
-                gd.fill(0.0);
-                *gb = 0.0;
-                for &i in &order.items[order.starts[j]..order.starts[j + 1]] {
-                    let e = &entries[i as usize];
-                    let r = e.row as usize;
-                    axpy(e.act, &outs[e.set as usize][r * d..(r + 1) * d], gd);
-                    axpy(e.grad, &centered[r * d..(r + 1) * d], ge);
-                    *gb += e.grad;
-                }
-            });
+        match lr {
+            None => self.grads.b_dec = g_b_dec,
+            Some(lr) => {
+                let m_bd = &mut self.adam[3];
+                m_bd.step(&mut self.sae.b_dec, &g_b_dec, lr, &self.cfg, self.step);
+            }
+        }
+        self.pre_buf = enc.pre;
+        stats
     }
 
     /// Forward and backward for ReLU + L1, with dense products.
@@ -610,7 +596,8 @@ fn add_vecs(mut a: Vec<f32>, b: Vec<f32>) -> Vec<f32> {
 /// Every selected latent of every set, as backward-pass entries.
 fn collect_entries(sets: &[(&Codes, u8)]) -> Vec<Entry> {
     let mut out = Vec::with_capacity(sets.iter().map(|(c, _)| c.nnz()).sum());
-    for &(codes, set) in sets {
+    for (set, &(codes, _)) in sets.iter().enumerate() {
+        let set = set as u8;
         for r in 0..codes.rows() {
             for (j, a) in codes.row(r) {
                 out.push(Entry {
@@ -618,7 +605,6 @@ fn collect_entries(sets: &[(&Codes, u8)]) -> Vec<Entry> {
                     latent: j as u32,
                     act: a,
                     set,
-                    grad: 0.0,
                 });
             }
         }
@@ -626,29 +612,138 @@ fn collect_entries(sets: &[(&Codes, u8)]) -> Vec<Entry> {
     out
 }
 
-/// Entry indices grouped by latent (a counting sort): latent `j`'s are
-/// `items[starts[j]..starts[j + 1]]`.
-struct Buckets {
+/// The entries grouped by latent (a stable counting sort): latent `j`'s are
+/// `entries[starts[j]..starts[j + 1]]`, in their original order.
+struct ByLatent {
     starts: Vec<usize>,
-    items: Vec<u32>,
+    entries: Vec<Entry>,
 }
 
-fn bucket_by_latent(entries: &[Entry], n: usize) -> Buckets {
-    let mut starts = vec![0usize; n + 1];
-    for e in entries {
-        starts[e.latent as usize + 1] += 1;
+impl ByLatent {
+    fn new(entries: &[Entry], n: usize) -> ByLatent {
+        let mut starts = vec![0usize; n + 1];
+        for e in entries {
+            starts[e.latent as usize + 1] += 1;
+        }
+        for j in 0..n {
+            starts[j + 1] += starts[j];
+        }
+        let mut fill = starts.clone();
+        let mut sorted = entries.to_vec();
+        for e in entries {
+            let j = e.latent as usize;
+            sorted[fill[j]] = *e;
+            fill[j] += 1;
+        }
+        ByLatent {
+            starts,
+            entries: sorted,
+        }
     }
-    for j in 0..n {
-        starts[j + 1] += starts[j];
+
+    fn of(&self, j: usize) -> &[Entry] {
+        &self.entries[self.starts[j]..self.starts[j + 1]]
     }
-    let mut fill = starts.clone();
-    let mut items = vec![0u32; entries.len()];
-    for (i, e) in entries.iter().enumerate() {
-        let j = e.latent as usize;
-        items[fill[j]] = i as u32;
-        fill[j] += 1;
+}
+
+/// The sparse backward pass, latent by latent: each latent's entries give the gradients of its
+/// encoder row, decoder row and encoder bias, and its share of b_dec's gradient.
+struct LatentPass<'a> {
+    d: usize,
+    /// d loss / d output, one `[rows, d]` matrix per decoded set.
+    outs: &'a [&'a [f32]],
+    /// The encoder's input, `x - b_dec`.
+    centered: &'a [f32],
+    by_latent: ByLatent,
+}
+
+impl LatentPass<'_> {
+    /// Latent `j`'s gradients from its entries into `ge` (encoder row) and `gd` (decoder row,
+    /// read at `w_dec`); returns the encoder bias's. Each entry's d loss / d pre-activation is
+    /// `W_dec[j] · G_set[row]`.
+    fn grads(&self, j: usize, w_dec: &[f32], ge: &mut [f32], gd: &mut [f32]) -> f32 {
+        let d = self.d;
+        ge.fill(0.0);
+        gd.fill(0.0);
+        let mut gb = 0.0;
+        for e in self.by_latent.of(j) {
+            let r = e.row as usize;
+            let out = &self.outs[e.set as usize][r * d..(r + 1) * d];
+            let grad = dot(w_dec, out);
+            axpy(e.act, out, gd);
+            axpy(grad, &self.centered[r * d..(r + 1) * d], ge);
+            gb += grad;
+        }
+        gb
     }
-    Buckets { starts, items }
+
+    /// Writes every latent's gradients into `g`; returns Σ_j g_b_enc[j] W_enc[j].
+    fn store(&self, sae: &Sae, g: &mut Grads) -> Vec<f32> {
+        let d = self.d;
+        let (w_enc, w_dec) = (&sae.w_enc, &sae.w_dec);
+        g.w_enc
+            .par_chunks_mut(d)
+            .zip(g.w_dec.par_chunks_mut(d))
+            .zip(g.b_enc.par_iter_mut())
+            .enumerate()
+            .fold(
+                || vec![0f32; d],
+                |mut acc, (j, ((ge, gd), gb))| {
+                    *gb = self.grads(j, &w_dec[j * d..(j + 1) * d], ge, gd);
+                    axpy(*gb, &w_enc[j * d..(j + 1) * d], &mut acc);
+                    acc
+                },
+            )
+            .reduce(|| vec![0f32; d], add_vecs)
+    }
+
+    /// Takes the Adam step on every latent's encoder row, encoder bias and decoder row as soon
+    /// as its gradients are known (what [`Trainer::apply`] does, row by row); returns
+    /// Σ_j g_b_enc[j] W_enc[j] with the encoder rows as they were before the step.
+    fn step(&self, sae: &mut Sae, [m_we, m_be, m_wd]: [&mut Moments; 3], k: AdamStep) -> Vec<f32> {
+        let d = self.d;
+        let (tied, unit) = (sae.cfg.tied, sae.cfg.normalize_decoder);
+        let enc = sae.w_enc.par_chunks_mut(d).zip(m_we.m.par_chunks_mut(d));
+        let enc = enc.zip(m_we.v.par_chunks_mut(d));
+        let dec = sae.w_dec.par_chunks_mut(d).zip(m_wd.m.par_chunks_mut(d));
+        let dec = dec.zip(m_wd.v.par_chunks_mut(d));
+        let bias = sae.b_enc.par_iter_mut().zip(&mut m_be.m).zip(&mut m_be.v);
+        enc.zip(dec)
+            .zip(bias)
+            .enumerate()
+            .fold(
+                || (vec![0f32; d], vec![0f32; 2 * d]),
+                |(mut acc, mut scratch), (j, ((((we, me), ve), ((wd, md), vd)), ((b, mb), vb)))| {
+                    let (ge, gd) = scratch.split_at_mut(d);
+                    let gb = self.grads(j, wd, ge, gd);
+                    axpy(gb, we, &mut acc);
+                    k.apply(
+                        std::slice::from_mut(b),
+                        &[gb],
+                        std::slice::from_mut(mb),
+                        std::slice::from_mut(vb),
+                    );
+                    if tied {
+                        axpy(1.0, ge, gd);
+                    } else {
+                        k.apply(we, ge, me, ve);
+                    }
+                    if unit {
+                        axpy(-dot(gd, wd), wd, gd);
+                    }
+                    k.apply(wd, gd, md, vd);
+                    if unit {
+                        normalize_row(wd);
+                    }
+                    if tied {
+                        we.copy_from_slice(wd);
+                    }
+                    (acc, scratch)
+                },
+            )
+            .map(|(acc, _)| acc)
+            .reduce(|| vec![0f32; d], add_vecs)
+    }
 }
 
 #[cfg(test)]
@@ -762,6 +857,8 @@ mod tests {
 
     #[test]
     fn multi_topk_and_auxk_gradients_match_finite_differences() {
+        // AuxK alone (its output gradient is then the second, not the third).
+        check_gradients(SaeConfig::topk(6, 16, 2), true);
         let mut cfg = SaeConfig::topk(6, 16, 2);
         cfg.multi_topk = true;
         check_gradients(cfg, true);
@@ -775,6 +872,61 @@ mod tests {
         check_gradients(cfg.clone(), false);
         cfg.tied = true;
         check_gradients(cfg, false);
+    }
+
+    /// The in-place step of TopK-style SAEs (Adam row by row inside the backward pass) must move
+    /// every parameter as stored gradients followed by [`Trainer::apply`] do.
+    #[test]
+    fn in_place_step_matches_gradients_then_adam() {
+        let topk = SaeConfig::topk(10, 40, 3);
+        let mut multi = SaeConfig::topk(10, 40, 2);
+        multi.multi_topk = true;
+        let mut tied = SaeConfig::topk(10, 40, 3);
+        tied.tied = true;
+        let mut batch = SaeConfig::topk(10, 40, 3);
+        batch.activation = Activation::BatchTopK;
+        let mut free = SaeConfig::topk(10, 40, 3);
+        free.normalize_decoder = false;
+        for (i, cfg) in [topk, multi, tied, batch, free].into_iter().enumerate() {
+            let mut sae = Sae::init(cfg, 7).unwrap();
+            sae.b_dec.iter_mut().for_each(|b| *b = 0.05);
+            // Half the latents dead, so AuxK takes part too.
+            let train = TrainConfig {
+                dead_tokens: 100,
+                lr: Some(1e-2),
+                warmup_steps: 1,
+                ..TrainConfig::default()
+            };
+            let mut a = Trainer::new(sae, train);
+            for j in (0..a.since_fired.len()).step_by(2) {
+                a.since_fired[j] = 100;
+            }
+            let mut b = a.clone();
+            for step in 0..3 {
+                let x = data(24, 10, 11 + step);
+                let sa = a.train_step(&x);
+                let lr = b.lr();
+                let sb = b.compute_grads(&x);
+                b.apply(lr);
+                assert_eq!(sa.loss, sb.loss, "config {i} step {step}");
+                let pairs = [
+                    (&a.sae.w_enc, &b.sae.w_enc),
+                    (&a.sae.b_enc, &b.sae.b_enc),
+                    (&a.sae.w_dec, &b.sae.w_dec),
+                    (&a.sae.b_dec, &b.sae.b_dec),
+                ];
+                for (t, (p, q)) in pairs.into_iter().enumerate() {
+                    let worst = p
+                        .iter()
+                        .zip(q)
+                        .map(|(x, y)| (x - y).abs())
+                        .fold(0f32, f32::max);
+                    assert!(worst < 1e-5, "config {i} step {step} tensor {t}: {worst}");
+                }
+                assert_eq!(a.step, b.step);
+            }
+            assert_ne!(a.sae.w_enc, Sae::init(a.sae.cfg.clone(), 7).unwrap().w_enc);
+        }
     }
 
     #[test]
