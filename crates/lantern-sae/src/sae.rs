@@ -16,8 +16,8 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Result, SaeError};
-use crate::linalg::{matmul_into, matmul_nt_bias, Mat};
-use crate::topk::{batch_top_k, top_k, Codes};
+use crate::linalg::{matmul_into, matmul_nt_bias, matmul_nt_bias_blocks, Mat};
+use crate::topk::{batch_top_k, top_k, top_k_row, Codes};
 
 /// How latents are selected.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -140,6 +140,14 @@ pub struct Encoded {
     pub codes: Codes,
 }
 
+/// One per-row selection that [`Sae::encode_picks`] makes from the pre-activations: the `k`
+/// largest positive ones among the `allowed` latents (all when `None`).
+#[derive(Debug, Clone, Copy)]
+pub struct Pick<'a> {
+    pub k: usize,
+    pub allowed: Option<&'a [bool]>,
+}
+
 impl Sae {
     /// A fresh SAE: random unit decoder rows, the encoder equal to them (the decoder's transpose
     /// in matrix terms), zero biases.
@@ -173,19 +181,13 @@ impl Sae {
 
     /// Encodes `x` `[rows, d_in]`: pre-activations and the selected latents.
     pub fn encode(&self, x: &[f32], training: bool) -> Encoded {
-        self.encode_reusing(x, training, Vec::new())
-    }
-
-    /// [`Sae::encode`] writing the pre-activations into `pre` (a buffer kept from an earlier
-    /// call: a training step's largest allocation, faulted in anew each step otherwise).
-    pub fn encode_reusing(&self, x: &[f32], training: bool, mut pre: Vec<f32>) -> Encoded {
         let (n, d) = (self.cfg.num_latents, self.cfg.d_in);
         let rows = x.len() / d;
         let mut centered = x.to_vec();
         centered
             .par_chunks_mut(d)
             .for_each(|r| r.iter_mut().zip(&self.b_dec).for_each(|(a, b)| *a -= b));
-        pre.resize(rows * n, 0.0);
+        let mut pre = vec![0f32; rows * n];
         matmul_nt_bias(&centered, &self.w_enc, &self.b_enc, rows, n, d, &mut pre);
         let codes = match self.cfg.activation {
             Activation::TopK => top_k(&pre, n, self.cfg.k, None),
@@ -198,6 +200,39 @@ impl Sae {
             pre,
             codes,
         }
+    }
+
+    /// Encodes `x` `[rows, d_in]` for a training step: `x - b_dec` and one set of codes per
+    /// pick, made from each block of pre-activations while it is in cache (the pre-activation
+    /// matrix itself, the step's largest, is never kept).
+    pub fn encode_picks(&self, x: &[f32], picks: &[Pick<'_>]) -> (Vec<f32>, Vec<Codes>) {
+        let (n, d) = (self.cfg.num_latents, self.cfg.d_in);
+        let rows = x.len() / d;
+        let mut centered = x.to_vec();
+        centered
+            .par_chunks_mut(d)
+            .for_each(|r| r.iter_mut().zip(&self.b_dec).for_each(|(a, b)| *a -= b));
+        let dims = (rows, n, d);
+        let blocks = matmul_nt_bias_blocks(&centered, &self.w_enc, &self.b_enc, dims, |_, pre| {
+            picks
+                .iter()
+                .map(|p| {
+                    pre.chunks_exact(n)
+                        .map(|row| top_k_row(row, p.k, p.allowed))
+                        .collect()
+                })
+                .collect::<Vec<Vec<_>>>()
+        });
+        let mut per_pick: Vec<Vec<Vec<(u32, f32)>>> = vec![Vec::with_capacity(rows); picks.len()];
+        for block in blocks {
+            for (all, part) in per_pick.iter_mut().zip(block) {
+                all.extend(part);
+            }
+        }
+        (
+            centered,
+            per_pick.into_iter().map(Codes::from_rows).collect(),
+        )
     }
 
     /// Decodes codes to `[rows, d_in]`: `b_dec + Σ c_j W_dec[j]` (`with_bias = false` leaves out
@@ -513,6 +548,47 @@ mod tests {
         for (o, xi) in out.iter().zip(&x) {
             assert!((o - xi).abs() < 1e-4, "{out:?} vs {x:?}");
         }
+    }
+
+    /// The block-by-block selections of a training step equal top-k over the whole
+    /// pre-activation matrix (several blocks of rows, a masked pick, a pick wider than k).
+    #[test]
+    fn picks_match_top_k_of_the_whole_pre_activation_matrix() {
+        let (d, n, rows) = (24, 160, 250);
+        let mut sae = Sae::init(SaeConfig::topk(d, n, 5), 2).unwrap();
+        sae.b_enc
+            .iter_mut()
+            .enumerate()
+            .for_each(|(j, b)| *b = (j % 7) as f32 * 0.1 - 0.3);
+        let mut rng = rand::rngs::StdRng::seed_from_u64(8);
+        let x: Vec<f32> = (0..rows * d).map(|_| rng.gen_range(-1.0..1.0)).collect();
+        let allowed: Vec<bool> = (0..n).map(|j| j % 3 == 0).collect();
+        let picks = [
+            Pick {
+                k: 5,
+                allowed: None,
+            },
+            Pick {
+                k: 20,
+                allowed: None,
+            },
+            Pick {
+                k: 12,
+                allowed: Some(&allowed),
+            },
+        ];
+        let (centered, got) = sae.encode_picks(&x, &picks);
+        let whole = sae.encode(&x, true);
+        assert_eq!(centered, whole.centered);
+        assert_eq!(got[0], whole.codes);
+        for (p, codes) in picks.iter().zip(&got) {
+            let want = top_k(&whole.pre, n, p.k, p.allowed);
+            assert_eq!(codes.idx, want.idx);
+            assert_eq!(codes.offsets, want.offsets);
+            let worst = codes.val.iter().zip(&want.val).map(|(a, b)| (a - b).abs());
+            assert!(worst.fold(0f32, f32::max) < 1e-5);
+        }
+        assert!(got[2].idx.iter().all(|&j| j % 3 == 0) && got[2].nnz() > rows);
     }
 
     #[test]

@@ -109,24 +109,34 @@ pub fn top_k(pre: &[f32], n: usize, k: usize, allowed: Option<&[bool]>) -> Codes
 /// BatchTopK: the `k * rows` largest positive entries of the whole batch (rows keep a variable
 /// number of latents, `k` on average).
 pub fn batch_top_k(pre: &[f32], n: usize, k: usize) -> Codes {
-    let rows = pre.len() / n.max(1);
-    // Each row can contribute at most k * rows entries, but in practice its own top few k: take a
-    // generous per-row candidate list, then the global threshold among the candidates.
-    let per_row = (4 * k).min(n);
-    let cand: Vec<Vec<(u32, f32)>> = pre
-        .par_chunks(n)
-        .map(|row| top_k_row(row, per_row, None))
-        .collect();
-    let mut all: Vec<f32> = cand.iter().flatten().map(|&(_, v)| v).collect();
-    let keep = (k * rows).min(all.len());
+    batch_top_k_of(&top_k(pre, n, batch_candidates(n, k), None), k)
+}
+
+/// How many latents per row BatchTopK considers: a row can contribute at most `k * rows`
+/// entries, but in practice its own top few k.
+pub fn batch_candidates(n: usize, k: usize) -> usize {
+    (4 * k).min(n)
+}
+
+/// BatchTopK from each row's top [`batch_candidates`] latents (`cand`): the entries at or above
+/// the batch's `k * rows`-th largest.
+pub fn batch_top_k_of(cand: &Codes, k: usize) -> Codes {
+    let rows = cand.rows();
+    let keep = (k * rows).min(cand.nnz());
     if keep == 0 {
         return Codes::from_rows(vec![Vec::new(); rows]);
     }
+    let mut all = cand.val.clone();
     let (_, &mut threshold, _) =
         all.select_nth_unstable_by(keep - 1, |a, b| b.partial_cmp(a).unwrap());
     Codes::from_rows(
-        cand.into_iter()
-            .map(|r| r.into_iter().filter(|&(_, v)| v >= threshold).collect())
+        (0..rows)
+            .map(|r| {
+                cand.row(r)
+                    .filter(|&(_, v)| v >= threshold)
+                    .map(|(j, v)| (j as u32, v))
+                    .collect()
+            })
             .collect(),
     )
 }

@@ -20,9 +20,9 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Result, SaeError};
 use crate::linalg::{axpy, dot, matmul, matmul_into, Mat};
 use crate::sae::{
-    normalize_row, read_safetensors, write_atomic, write_safetensors, Activation, Sae,
+    normalize_row, read_safetensors, write_atomic, write_safetensors, Activation, Pick, Sae,
 };
-use crate::topk::{top_k, Codes};
+use crate::topk::{batch_candidates, batch_top_k_of, Codes};
 
 /// Optimiser and schedule settings.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -183,8 +183,6 @@ pub struct Trainer {
     pub since_fired: Vec<u64>,
     adam: [Moments; 4],
     grads: Grads,
-    /// The pre-activation buffer, kept between steps.
-    pre_buf: Vec<f32>,
 }
 
 impl Trainer {
@@ -199,7 +197,6 @@ impl Trainer {
                 Moments::zeros(d),
             ],
             grads: Grads::zeros(0, 0),
-            pre_buf: Vec::new(),
             since_fired: vec![0; n],
             step: 0,
             tokens: 0,
@@ -273,44 +270,72 @@ impl Trainer {
     /// rate, takes the Adam step in place.
     fn backward_sparse(&mut self, x: &[f32], rows: usize, tv: f32, lr: Option<f32>) -> StepStats {
         let sae = &self.sae;
-        let (n, d) = (sae.cfg.num_latents, sae.cfg.d_in);
-        let enc = sae.encode_reusing(x, true, std::mem::take(&mut self.pre_buf));
-        let recon = sae.decode(&enc.codes, true);
+        let (n, d, k) = (sae.cfg.num_latents, sae.cfg.d_in, sae.cfg.k);
+        let dead = self.dead_mask();
+        let num_dead = dead.iter().filter(|&&m| m).count();
+        let k_aux = d / 2;
+        let with_aux = self.cfg.auxk_alpha > 0.0 && num_dead > 0;
+        // The selections this step needs, made block by block from the pre-activations.
+        let batch = sae.cfg.activation == Activation::BatchTopK;
+        let main_k = if batch { batch_candidates(n, k) } else { k };
+        let mut picks = vec![Pick {
+            k: main_k,
+            allowed: None,
+        }];
+        if sae.cfg.multi_topk {
+            picks.push(Pick {
+                k: (4 * k).min(n),
+                allowed: None,
+            });
+        }
+        if with_aux {
+            picks.push(Pick {
+                k: k_aux.min(num_dead),
+                allowed: Some(&dead),
+            });
+        }
+        let (centered, mut picked) = sae.encode_picks(x, &picks);
+        let aux = if with_aux { picked.pop() } else { None };
+        let multi = if sae.cfg.multi_topk {
+            picked.pop()
+        } else {
+            None
+        };
+        let codes = picked.pop().expect("the main pick");
+        let codes = if batch {
+            batch_top_k_of(&codes, k)
+        } else {
+            codes
+        };
+        let recon = sae.decode(&codes, true);
         let mut stats = StepStats {
-            l0: enc.codes.nnz() as f32 / rows.max(1) as f32,
+            l0: codes.nnz() as f32 / rows.max(1) as f32,
             ..StepStats::default()
         };
         // Output gradients, one per decoded set: d loss / d output.
         let err = diff(&recon, x);
         stats.fvu = sum_sq(&err) / tv;
         let mut outs = vec![scaled(&err, 2.0 / tv)];
-        let mut sets = vec![(&enc.codes, 0u8)];
-        let multi;
-        if sae.cfg.multi_topk {
-            multi = top_k(&enc.pre, n, (4 * sae.cfg.k).min(n), None);
-            let e4 = diff(&sae.decode(&multi, true), x);
+        let mut sets = vec![(&codes, 0u8)];
+        if let Some(multi) = &multi {
+            let e4 = diff(&sae.decode(multi, true), x);
             stats.multi_topk_fvu = sum_sq(&e4) / tv;
             outs.push(scaled(&e4, 2.0 / tv / 8.0));
-            sets.push((&multi, 1));
+            sets.push((multi, 1));
         }
-        let aux;
-        let dead = self.dead_mask();
-        let num_dead = dead.iter().filter(|&&m| m).count();
-        if self.cfg.auxk_alpha > 0.0 && num_dead > 0 {
-            let k_aux = d / 2;
+        if let Some(aux) = &aux {
             let scale = (num_dead as f32 / k_aux as f32).min(1.0);
-            aux = top_k(&enc.pre, n, k_aux.min(num_dead), Some(&dead));
             // The residual the dead latents should explain, detached: x - x̂.
             let neg_err = scaled(&err, -1.0);
-            let gap = diff(&sae.decode(&aux, false), &neg_err);
+            let gap = diff(&sae.decode(aux, false), &neg_err);
             let c = self.cfg.auxk_alpha * scale;
             stats.auxk_loss = sum_sq(&gap) / tv;
             stats.loss += c * stats.auxk_loss;
             outs.push(scaled(&gap, 2.0 * c / tv));
-            sets.push((&aux, 2));
+            sets.push((aux, 2));
         }
         stats.loss += stats.fvu + stats.multi_topk_fvu / 8.0;
-        self.mark_fired(&enc.codes);
+        self.mark_fired(&codes);
         // b_dec's gradient: + Σ G over the decodes that add b_dec (not AuxK's), - Σ_j
         // g_b_enc[j] W_enc[j] (that part summed by the latent pass, before it moves W_enc).
         let mut g_b_dec = vec![0f32; d];
@@ -324,7 +349,7 @@ impl Trainer {
         let pass = LatentPass {
             d,
             outs: &outs,
-            centered: &enc.centered,
+            centered: &centered,
             by_latent: ByLatent::new(&collect_entries(&sets), n),
         };
         let enc_part = match lr {
@@ -344,7 +369,6 @@ impl Trainer {
                 m_bd.step(&mut self.sae.b_dec, &g_b_dec, lr, &self.cfg, self.step);
             }
         }
-        self.pre_buf = enc.pre;
         stats
     }
 
