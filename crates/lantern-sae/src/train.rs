@@ -578,22 +578,40 @@ fn sum_sq(a: &[f32]) -> f32 {
         .sum::<f64>() as f32
 }
 
-/// Σ‖x − mean(x)‖² over the rows of `x` `[rows, d]`.
+/// Σ‖x − mean(x)‖² over the rows of `x` `[rows, d]` (f64 sums, in parallel).
 pub fn total_variance(x: &[f32], d: usize) -> f32 {
     let rows = x.len() / d.max(1);
     if rows == 0 {
         return 0.0;
     }
-    let mut mean = vec![0f64; d];
-    for r in x.chunks_exact(d) {
-        mean.iter_mut().zip(r).for_each(|(m, &v)| *m += v as f64);
-    }
+    const BLOCK: usize = 256;
+    let mut mean = x
+        .par_chunks(BLOCK * d)
+        .map(|block| {
+            let mut acc = vec![0f64; d];
+            for r in block.chunks_exact(d) {
+                acc.iter_mut().zip(r).for_each(|(m, &v)| *m += v as f64);
+            }
+            acc
+        })
+        .reduce(
+            || vec![0f64; d],
+            |mut a, b| {
+                a.iter_mut().zip(&b).for_each(|(x, y)| *x += y);
+                a
+            },
+        );
     mean.iter_mut().for_each(|m| *m /= rows as f64);
-    x.chunks_exact(d)
-        .map(|r| {
-            r.iter()
-                .zip(&mean)
-                .map(|(&v, m)| (v as f64 - m).powi(2))
+    x.par_chunks(BLOCK * d)
+        .map(|block| {
+            block
+                .chunks_exact(d)
+                .map(|r| {
+                    r.iter()
+                        .zip(&mean)
+                        .map(|(&v, m)| (v as f64 - m).powi(2))
+                        .sum::<f64>()
+                })
                 .sum::<f64>()
         })
         .sum::<f64>() as f32
@@ -987,6 +1005,23 @@ mod tests {
             let norm: f32 = r.iter().map(|v| v * v).sum();
             assert!((norm - 1.0).abs() < 1e-4);
         }
+    }
+
+    #[test]
+    fn total_variance_is_the_squared_distance_to_the_mean() {
+        // 700 rows span several parallel blocks; the rows sit far from the origin.
+        let (rows, d) = (700, 5);
+        let x: Vec<f32> = data(rows, d, 4).iter().map(|v| v + 100.0).collect();
+        let mean: Vec<f64> = (0..d)
+            .map(|i| (0..rows).map(|r| x[r * d + i] as f64).sum::<f64>() / rows as f64)
+            .collect();
+        let want: f64 = (0..rows * d)
+            .map(|i| (x[i] as f64 - mean[i % d]).powi(2))
+            .sum();
+        let got = total_variance(&x, d) as f64;
+        assert!((got - want).abs() < 1e-4 * want, "{got} vs {want}");
+        assert_eq!(total_variance(&x[..d], d), 0.0);
+        assert_eq!(total_variance(&[], d), 0.0);
     }
 
     #[test]
