@@ -18,7 +18,7 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Result, SaeError};
-use crate::linalg::{axpy, dot, matmul, matmul_into, Mat};
+use crate::linalg::{axpy, dot, dot_and_axpy, matmul, matmul_into, Mat};
 use crate::sae::{
     normalize_row, read_safetensors, write_atomic, write_safetensors, Activation, Pick, Sae,
 };
@@ -711,8 +711,7 @@ impl LatentPass<'_> {
         for e in self.by_latent.of(j) {
             let r = e.row as usize;
             let out = &self.outs[e.set as usize][r * d..(r + 1) * d];
-            let grad = dot(w_dec, out);
-            axpy(e.act, out, gd);
+            let grad = dot_and_axpy(w_dec, out, e.act, Some(&mut *gd));
             axpy(grad, &self.centered[r * d..(r + 1) * d], ge);
             gb += grad;
         }
