@@ -179,14 +179,20 @@ impl Sae {
         })
     }
 
+    /// `x - b_dec`, row by row: the encoder's input.
+    fn center(&self, x: &[f32]) -> Vec<f32> {
+        let mut centered = x.to_vec();
+        centered
+            .par_chunks_mut(self.cfg.d_in)
+            .for_each(|r| r.iter_mut().zip(&self.b_dec).for_each(|(a, b)| *a -= b));
+        centered
+    }
+
     /// Encodes `x` `[rows, d_in]`: pre-activations and the selected latents.
     pub fn encode(&self, x: &[f32], training: bool) -> Encoded {
         let (n, d) = (self.cfg.num_latents, self.cfg.d_in);
         let rows = x.len() / d;
-        let mut centered = x.to_vec();
-        centered
-            .par_chunks_mut(d)
-            .for_each(|r| r.iter_mut().zip(&self.b_dec).for_each(|(a, b)| *a -= b));
+        let centered = self.center(x);
         let mut pre = vec![0f32; rows * n];
         matmul_nt_bias(&centered, &self.w_enc, &self.b_enc, rows, n, d, &mut pre);
         let codes = match self.cfg.activation {
@@ -208,10 +214,7 @@ impl Sae {
     pub fn encode_picks(&self, x: &[f32], picks: &[Pick<'_>]) -> (Vec<f32>, Vec<Codes>) {
         let (n, d) = (self.cfg.num_latents, self.cfg.d_in);
         let rows = x.len() / d;
-        let mut centered = x.to_vec();
-        centered
-            .par_chunks_mut(d)
-            .for_each(|r| r.iter_mut().zip(&self.b_dec).for_each(|(a, b)| *a -= b));
+        let centered = self.center(x);
         let dims = (rows, n, d);
         let blocks = matmul_nt_bias_blocks(&centered, &self.w_enc, &self.b_enc, dims, |_, pre| {
             picks
