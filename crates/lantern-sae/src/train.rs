@@ -149,6 +149,18 @@ impl AdamStep {
         }
     }
 
+    /// Adam on one decoder row; with `unit` the gradient's component along the row is removed
+    /// first and the row is put back to unit norm after.
+    fn decoder_row(&self, unit: bool, w: &mut [f32], g: &mut [f32], m: &mut [f32], v: &mut [f32]) {
+        if unit {
+            axpy(-dot(g, w), w, g);
+        }
+        self.apply(w, g, m, v);
+        if unit {
+            normalize_row(w);
+        }
+    }
+
     fn apply(&self, p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32]) {
         for i in 0..p.len() {
             m[i] = self.beta1 * m[i] + (1.0 - self.beta1) * g[i];
@@ -476,11 +488,7 @@ impl Trainer {
                 .zip(g.w_dec.par_chunks_mut(d))
                 .zip(m_wd.m.par_chunks_mut(d))
                 .zip(m_wd.v.par_chunks_mut(d))
-                .for_each(|(((w, g), m), v)| {
-                    axpy(-dot(g, w), w, g);
-                    k.apply(w, g, m, v);
-                    normalize_row(w);
-                });
+                .for_each(|(((w, g), m), v)| k.decoder_row(true, w, g, m, v));
         } else {
             m_wd.step(&mut self.sae.w_dec, &g.w_dec, lr, c, t);
         }
@@ -769,13 +777,7 @@ impl LatentPass<'_> {
                     } else {
                         k.apply(we, ge, me, ve);
                     }
-                    if unit {
-                        axpy(-dot(gd, wd), wd, gd);
-                    }
-                    k.apply(wd, gd, md, vd);
-                    if unit {
-                        normalize_row(wd);
-                    }
+                    k.decoder_row(unit, wd, gd, md, vd);
                     if tied {
                         we.copy_from_slice(wd);
                     }
