@@ -291,6 +291,16 @@ fn bench_reports_throughput() {
         "--warmup",
         "1",
     ]));
-    assert!(v["tok_s"].as_f64().unwrap() > 0.0);
+    let tok_s = v["tok_s"].as_f64().unwrap();
+    assert!(tok_s > 0.0);
     assert!(v["threads"].as_u64().unwrap() >= 1);
+    // The figures describe the steps that ran: k codes per row, a sane FVU on Gaussian input,
+    // batch / seconds per step = tok/s, and the encoder rate derived from it.
+    assert_eq!(v["l0"].as_f64().unwrap(), 8.0);
+    let fvu = v["fvu"].as_f64().unwrap();
+    assert!(fvu > 0.0 && fvu < 1.5, "fvu {fvu}");
+    let per_step = v["seconds_per_step"].as_f64().unwrap();
+    assert!((tok_s * per_step - 256.0).abs() < 1e-6 * 256.0);
+    let gflop = tok_s * 2.0 * 64.0 * 512.0 / 1e9;
+    assert!((v["encoder_gflop_s"].as_f64().unwrap() - gflop).abs() < 1e-9 * gflop.max(1.0));
 }
