@@ -34,6 +34,16 @@ impl Codes {
         self.idx.len()
     }
 
+    /// Each row's first `k` codes: its `k` largest when rows run largest first, as the top-k
+    /// functions here leave them.
+    pub fn first(&self, k: usize) -> Codes {
+        Codes::from_rows(
+            (0..self.rows())
+                .map(|r| self.row(r).take(k).map(|(j, v)| (j as u32, v)).collect())
+                .collect(),
+        )
+    }
+
     /// Builds codes from per-row lists.
     pub fn from_rows(rows: Vec<Vec<(u32, f32)>>) -> Codes {
         let mut c = Codes {
@@ -55,10 +65,10 @@ impl Codes {
 /// The `k` largest entries of `row` among those `allowed` (all when `None`), largest first,
 /// keeping only positive values (the ReLU before TopK); of equal values the earlier latent wins.
 pub fn top_k_row(row: &[f32], k: usize, allowed: Option<&[bool]>) -> Vec<(u32, f32)> {
-    let mut top = Candidates::new(k);
     if k == 0 {
         return Vec::new();
     }
+    let mut top = Candidates::new(k);
     match allowed {
         Some(a) => {
             for (i, &v) in row.iter().enumerate() {
@@ -253,6 +263,8 @@ mod tests {
             let got: Vec<(usize, f32)> = codes.row(r).collect();
             assert_eq!(got, sorted[..16].to_vec());
         }
+        // The first k of a wider top-k are the top k.
+        assert_eq!(top_k(&pre, n, 64, None).first(16), codes);
     }
 
     #[test]

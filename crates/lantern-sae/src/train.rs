@@ -278,47 +278,58 @@ impl Trainer {
         }
     }
 
-    /// Forward and backward for TopK / BatchTopK: fills `self.grads`, or, given the learning
-    /// rate, takes the Adam step in place.
-    fn backward_sparse(&mut self, x: &[f32], rows: usize, tv: f32, lr: Option<f32>) -> StepStats {
-        let sae = &self.sae;
-        let (n, d, k) = (sae.cfg.num_latents, sae.cfg.d_in, sae.cfg.k);
-        let dead = self.dead_mask();
-        let num_dead = dead.iter().filter(|&&m| m).count();
-        let k_aux = d / 2;
-        let with_aux = self.cfg.auxk_alpha > 0.0 && num_dead > 0;
-        // The selections this step needs, made block by block from the pre-activations.
-        let batch = sae.cfg.activation == Activation::BatchTopK;
-        let main_k = if batch { batch_candidates(n, k) } else { k };
+    /// The codes a TopK / BatchTopK step decodes, from one pass over the encoder product. One
+    /// pick of each row's top `4k` serves three selections when any of them needs it: Multi-TopK
+    /// decodes it whole, BatchTopK takes its batch threshold among it, and the main top k is its
+    /// first k (rows come out largest first).
+    fn select(&self, x: &[f32], dead: &[bool], num_dead: usize) -> Selection {
+        let c = &self.sae.cfg;
+        let (n, k) = (c.num_latents, c.k);
+        let batch = c.activation == Activation::BatchTopK;
+        // BatchTopK's candidates per row: also Multi-TopK's 4k.
+        let wide = batch_candidates(n, k);
+        let main_k = if batch || c.multi_topk { wide } else { k };
         let mut picks = vec![Pick {
             k: main_k,
             allowed: None,
         }];
-        if sae.cfg.multi_topk {
-            picks.push(Pick {
-                k: (4 * k).min(n),
-                allowed: None,
-            });
-        }
+        let with_aux = self.cfg.auxk_alpha > 0.0 && num_dead > 0;
         if with_aux {
             picks.push(Pick {
-                k: k_aux.min(num_dead),
-                allowed: Some(&dead),
+                k: aux_k(c.d_in).min(num_dead),
+                allowed: Some(dead),
             });
         }
-        let (centered, mut picked) = sae.encode_picks(x, &picks);
+        let (centered, mut picked) = self.sae.encode_picks(x, &picks);
         let aux = if with_aux { picked.pop() } else { None };
-        let multi = if sae.cfg.multi_topk {
-            picked.pop()
-        } else {
-            None
+        let main = picked.pop().expect("the main pick");
+        let (codes, multi) = match (batch, c.multi_topk) {
+            (true, multi) => (batch_top_k_of(&main, k), multi.then_some(main)),
+            (false, true) => (main.first(k), Some(main)),
+            (false, false) => (main, None),
         };
-        let codes = picked.pop().expect("the main pick");
-        let codes = if batch {
-            batch_top_k_of(&codes, k)
-        } else {
-            codes
-        };
+        Selection {
+            centered,
+            codes,
+            multi,
+            aux,
+        }
+    }
+
+    /// Forward and backward for TopK / BatchTopK: fills `self.grads`, or, given the learning
+    /// rate, takes the Adam step in place.
+    fn backward_sparse(&mut self, x: &[f32], rows: usize, tv: f32, lr: Option<f32>) -> StepStats {
+        let (n, d) = (self.sae.cfg.num_latents, self.sae.cfg.d_in);
+        let dead = self.dead_mask();
+        let num_dead = dead.iter().filter(|&&m| m).count();
+        let k_aux = aux_k(d);
+        let Selection {
+            centered,
+            codes,
+            multi,
+            aux,
+        } = self.select(x, &dead, num_dead);
+        let sae = &self.sae;
         let recon = sae.decode(&codes, true);
         let mut stats = StepStats {
             l0: codes.nnz() as f32 / rows.max(1) as f32,
@@ -328,12 +339,13 @@ impl Trainer {
         let err = diff(&recon, x);
         stats.fvu = sum_sq(&err) / tv;
         let mut outs = vec![scaled(&err, 2.0 / tv)];
-        let mut sets = vec![(&codes, 0u8)];
+        // (codes, whether their decode adds b_dec), in the order of `outs`.
+        let mut sets = vec![(&codes, true)];
         if let Some(multi) = &multi {
             let e4 = diff(&sae.decode(multi, true), x);
             stats.multi_topk_fvu = sum_sq(&e4) / tv;
             outs.push(scaled(&e4, 2.0 / tv / 8.0));
-            sets.push((multi, 1));
+            sets.push((multi, true));
         }
         if let Some(aux) = &aux {
             let scale = (num_dead as f32 / k_aux as f32).min(1.0);
@@ -344,15 +356,15 @@ impl Trainer {
             stats.auxk_loss = sum_sq(&gap) / tv;
             stats.loss += c * stats.auxk_loss;
             outs.push(scaled(&gap, 2.0 * c / tv));
-            sets.push((aux, 2));
+            sets.push((aux, false));
         }
         stats.loss += stats.fvu + stats.multi_topk_fvu / 8.0;
         self.mark_fired(&codes);
         // b_dec's gradient: + Σ G over the decodes that add b_dec (not AuxK's), - Σ_j
         // g_b_enc[j] W_enc[j] (that part summed by the latent pass, before it moves W_enc).
         let mut g_b_dec = vec![0f32; d];
-        for (out, &(_, set)) in outs.iter().zip(&sets) {
-            if set != 2 {
+        for (out, &(_, adds_b_dec)) in outs.iter().zip(&sets) {
+            if adds_b_dec {
                 let part = column_sums(out, d);
                 g_b_dec.iter_mut().zip(&part).for_each(|(a, b)| *a += b);
             }
@@ -643,8 +655,25 @@ fn add_vecs(mut a: Vec<f32>, b: Vec<f32>) -> Vec<f32> {
     a
 }
 
+/// AuxK's k, the dead latents each row may use: `d_in / 2`, as OpenAI's TopK SAEs.
+fn aux_k(d_in: usize) -> usize {
+    d_in / 2
+}
+
+/// What [`Trainer::select`] picked for a step.
+struct Selection {
+    /// The encoder's input, `x - b_dec`.
+    centered: Vec<f32>,
+    /// The SAE's codes.
+    codes: Codes,
+    /// Multi-TopK's top 4k per row, when it is on.
+    multi: Option<Codes>,
+    /// AuxK's top dead latents per row, when AuxK is on and some latent is dead.
+    aux: Option<Codes>,
+}
+
 /// Every selected latent of every set, as backward-pass entries.
-fn collect_entries(sets: &[(&Codes, u8)]) -> Vec<Entry> {
+fn collect_entries<T>(sets: &[(&Codes, T)]) -> Vec<Entry> {
     let mut out = Vec::with_capacity(sets.iter().map(|(c, _)| c.nnz()).sum());
     for (set, &(codes, _)) in sets.iter().enumerate() {
         let set = set as u8;
