@@ -214,8 +214,8 @@ mod tests {
 
 /// `c += a · bᵀ` for row-major `a [m, k]`, `b [n, k]`, `c [m, n]`: the SAE encoder's product
 /// (activations times the encoder's rows). A packed 6x16 AVX2/FMA kernel where the CPU has
-/// one (faster than the generic `gemm` crate on this shape, see `nt_speed`), else
-/// [`matmul_into`].
+/// one (faster than the generic `gemm` crate on this shape: `cargo bench -p lantern-sae
+/// --bench encoder`), else [`matmul_into`].
 pub fn matmul_nt_acc(a: &[f32], b: &[f32], m: usize, n: usize, k: usize, c: &mut [f32]) {
     matmul_nt(a, b, m, n, k, c, None);
 }
@@ -515,45 +515,6 @@ mod nt_tests {
                 next += rows;
             }
             assert_eq!(next, m, "({m},{n},{k}) rows covered");
-        }
-    }
-
-    #[test]
-    #[ignore = "timing probe: cargo test -p lantern-sae --release nt_speed -- --ignored --nocapture"]
-    fn nt_speed() {
-        let (m, n, k) = (4096, 9216, 576);
-        let mut rng = rand::rngs::StdRng::seed_from_u64(4);
-        let a: Vec<f32> = (0..m * k).map(|_| rng.gen_range(-1.0..1.0)).collect();
-        let b: Vec<f32> = (0..n * k).map(|_| rng.gen_range(-0.05..0.05)).collect();
-        // Touched once, so the first timing does not pay its page faults.
-        let mut c = vec![1f32; m * n];
-        let bias = vec![0f32; n];
-        for name in ["packed", "packed+topk", "blocks+topk", "gemm"] {
-            let t = std::time::Instant::now();
-            for _ in 0..3 {
-                if name == "packed" {
-                    matmul_nt_acc(&a, &b, m, n, k, &mut c);
-                } else if name == "packed+topk" {
-                    matmul_nt_acc(&a, &b, m, n, k, &mut c);
-                    std::hint::black_box(crate::topk::top_k(&c, n, 32, None));
-                } else if name == "blocks+topk" {
-                    std::hint::black_box(matmul_nt_bias_blocks(
-                        &a,
-                        &b,
-                        &bias,
-                        (m, n, k),
-                        |_, c| {
-                            c.chunks_exact(n)
-                                .map(|r| crate::topk::top_k_row(r, 32, None))
-                                .collect::<Vec<_>>()
-                        },
-                    ));
-                } else {
-                    matmul_into(Mat::new(&a, m, k), Mat::new(&b, n, k).t(), &mut c, 1.0);
-                }
-            }
-            let s = t.elapsed().as_secs_f64() / 3.0;
-            eprintln!("{name}: {:.1} GFLOP/s", 2.0 * (m * n * k) as f64 / s / 1e9);
         }
     }
 }

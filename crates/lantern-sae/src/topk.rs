@@ -277,26 +277,3 @@ mod tests {
         assert_eq!(codes.row(1).count(), 0);
     }
 }
-
-#[cfg(test)]
-mod speed_probe {
-    #[test]
-    #[ignore = "timing probe: cargo test -p lantern-sae --release topk_speed -- --ignored --nocapture"]
-    fn topk_speed() {
-        use rand::{Rng, SeedableRng};
-        let (rows, n) = (4096, 9216);
-        let mut rng = rand::rngs::StdRng::seed_from_u64(1);
-        let pre: Vec<f32> = (0..rows * n)
-            .map(|_| rng.gen_range(-1.0f32..1.0).powi(3))
-            .collect();
-        for _ in 0..3 {
-            let t = std::time::Instant::now();
-            let c = super::top_k(&pre, n, 32, None);
-            eprintln!(
-                "top_k: {:.1} ms ({} codes)",
-                t.elapsed().as_secs_f64() * 1e3,
-                c.nnz()
-            );
-        }
-    }
-}
