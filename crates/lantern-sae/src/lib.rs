@@ -4,6 +4,8 @@
 //!   decoder, and the on-disk formats (sparsify's layout, SAELens export).
 //! * [`train`]: the trainer: a hand-written forward and backward in which only the encoder matmul
 //!   is dense, Adam with warm-up, dead-latent tracking, AuxK and Multi-TopK, checkpoints.
+//! * [`device`]: the same TopK training step as dense tensor operations on any candle device:
+//!   the GPU path (`cuda` feature).
 //! * [`corpus`] and [`source`]: documents from a corpus spec, streamed through the LM in context
 //!   windows, activations at any set of hook points from one pass, shuffled in a mixing buffer.
 //! * [`metrics`]: FVU, L0, dead and dense fractions, and the LM's loss with the reconstruction
@@ -18,6 +20,7 @@ pub mod autointerp;
 pub mod basis;
 pub mod cache;
 pub mod corpus;
+pub mod device;
 pub mod error;
 pub mod examples;
 pub mod interp;

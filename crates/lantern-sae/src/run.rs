@@ -9,6 +9,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use candle_core::Device;
 use indicatif::{ProgressBar, ProgressStyle};
 use lantern_lm::runtime::Lm;
 use lantern_lm::HookPoint;
@@ -16,6 +17,7 @@ use serde::Serialize;
 
 use crate::cache::CacheSource;
 use crate::corpus::Corpus;
+use crate::device::DeviceTrainer;
 use crate::error::{Result, SaeError};
 use crate::median::geometric_median;
 use crate::metrics::{splice, Recon, ReconMetrics, Splice};
@@ -55,6 +57,8 @@ pub struct RunConfig {
     pub activations: Option<PathBuf>,
     /// Write `report.html` beside each SAE, from this many held-out windows (0: none).
     pub report_windows: usize,
+    /// `None`: the CPU trainer; a device: [`DeviceTrainer`] on it (TopK SAEs only).
+    pub device: Option<Device>,
 }
 
 /// Where training batches come from.
@@ -134,8 +138,32 @@ struct Slot {
     point: usize,
     variant: String,
     dir: PathBuf,
+    /// The SAE and its optimiser state; behind `on_device` while a device trains it.
     trainer: Trainer,
+    on_device: Option<DeviceTrainer>,
     last: StepStats,
+}
+
+impl Slot {
+    /// One training step: on the CPU trainer, or on `device`'s tensor trainer (the state moves
+    /// there at the first step).
+    fn step(&mut self, x: &[f32], device: Option<&Device>) -> Result<StepStats> {
+        let Some(device) = device else {
+            return Ok(self.trainer.train_step(x));
+        };
+        if self.on_device.is_none() {
+            self.on_device = Some(DeviceTrainer::from_trainer(&self.trainer, device)?);
+        }
+        self.on_device.as_mut().expect("just set").train_step(x)
+    }
+
+    /// Brings the device's state back into `trainer` (before a checkpoint or evaluation).
+    fn sync(&mut self) -> Result<()> {
+        if let Some(d) = &self.on_device {
+            self.trainer = d.to_trainer()?;
+        }
+        Ok(())
+    }
 }
 
 /// Trains (or resumes) every SAE of `cfg` on `lm` and evaluates them.
@@ -156,6 +184,11 @@ pub fn train(lm: &Lm, cfg: &RunConfig) -> Result<RunResult> {
         None => open_lm(lm, cfg)?,
     };
     let mut slots = make_slots(cfg, &widths, resumed.is_some())?;
+    if cfg.device.is_some() {
+        for s in &slots {
+            crate::device::check(&s.trainer.sae.cfg)?;
+        }
+    }
     let (mut tokens, mut steps) = (0u64, 0u64);
     if let Some(st) = &resumed {
         source.skip(st.windows_done);
@@ -181,7 +214,7 @@ pub fn train(lm: &Lm, cfg: &RunConfig) -> Result<RunResult> {
         }
         let rows = batch[0].len() / widths[0].max(1);
         for slot in &mut slots {
-            slot.last = slot.trainer.train_step(&batch[slot.point]);
+            slot.last = slot.step(&batch[slot.point], cfg.device.as_ref())?;
         }
         tokens += rows as u64;
         steps += 1;
@@ -203,12 +236,12 @@ pub fn train(lm: &Lm, cfg: &RunConfig) -> Result<RunResult> {
             bar.set_message(msg);
         }
         if cfg.checkpoint_every > 0 && steps % cfg.checkpoint_every == 0 {
-            checkpoint(cfg, &slots, &source, tokens, steps, false)?;
+            checkpoint(cfg, &mut slots, &source, tokens, steps, false)?;
         }
     }
     bar.finish_and_clear();
     let train_secs = train_start.elapsed().as_secs_f64();
-    checkpoint(cfg, &slots, &source, tokens, steps, true)?;
+    checkpoint(cfg, &mut slots, &source, tokens, steps, true)?;
     let mut saes = Vec::new();
     for slot in &slots {
         let point = cfg.hookpoints[slot.point];
@@ -501,6 +534,7 @@ fn make_slots(cfg: &RunConfig, widths: &[usize], resume: bool) -> Result<Vec<Slo
                 variant: name.clone(),
                 dir,
                 trainer,
+                on_device: None,
                 last: StepStats::default(),
             });
         }
@@ -543,13 +577,14 @@ fn read_state(path: &Path) -> Result<Option<RunState>> {
 
 fn checkpoint(
     cfg: &RunConfig,
-    slots: &[Slot],
+    slots: &mut [Slot],
     source: &Feed<'_>,
     tokens: u64,
     steps: u64,
     finished: bool,
 ) -> Result<()> {
     for s in slots {
+        s.sync()?;
         s.trainer.save(&s.dir)?;
     }
     let state = RunState {

@@ -217,6 +217,16 @@ impl Trainer {
         }
     }
 
+    /// Adam's first and second moments of parameter `i` (`w_enc`, `b_enc`, `w_dec`, `b_dec`).
+    pub(crate) fn moments(&self, i: usize) -> (&[f32], &[f32]) {
+        (&self.adam[i].m, &self.adam[i].v)
+    }
+
+    /// Replaces parameter `i`'s Adam moments (the device trainer hands its state back).
+    pub(crate) fn set_moments(&mut self, i: usize, m: Vec<f32>, v: Vec<f32>) {
+        self.adam[i] = Moments { m, v };
+    }
+
     /// The dead mask: latents that have not fired for `dead_tokens` tokens.
     pub fn dead_mask(&self) -> Vec<bool> {
         self.since_fired
@@ -656,7 +666,7 @@ fn add_vecs(mut a: Vec<f32>, b: Vec<f32>) -> Vec<f32> {
 }
 
 /// AuxK's k, the dead latents each row may use: `d_in / 2`, as OpenAI's TopK SAEs.
-fn aux_k(d_in: usize) -> usize {
+pub(crate) fn aux_k(d_in: usize) -> usize {
     d_in / 2
 }
 

@@ -9,9 +9,10 @@ use lantern_lm::model::WeightMode;
 use lantern_lm::runtime::{self, DEFAULT_MODEL};
 use lantern_lm::HookPoint;
 use lantern_sae::corpus::Corpus;
+use lantern_sae::device::DeviceTrainer;
 use lantern_sae::run::{self, RunConfig};
 use lantern_sae::source::{windows, SourceConfig};
-use lantern_sae::train::{TrainConfig, Trainer};
+use lantern_sae::train::{StepStats, TrainConfig, Trainer};
 use lantern_sae::{Activation, Sae, SaeConfig};
 use rand::{Rng, SeedableRng};
 use serde_json::json;
@@ -163,6 +164,15 @@ pub struct TrainArgs {
     /// Held-out windows the feature report (report.html beside each SAE) reads; 0: no report.
     #[arg(long, default_value_t = 64)]
     report_windows: usize,
+    /// Where the SAEs train: cpu (the CPU trainer), cuda / cuda:N (dense tensor steps on a GPU;
+    /// TopK only; needs a build with `--features cuda`), or tensor-cpu (those steps on the CPU,
+    /// to check the GPU's code path without one). The LM runs on the CPU either way.
+    #[arg(long, default_value = "cpu")]
+    device: String,
+    /// With a CUDA device: matrix products in TF32 (tensor cores; about 8x the f32 rate, 10-bit
+    /// mantissas in the products). Off: exact f32, as PyTorch's default.
+    #[arg(long)]
+    tf32: bool,
 }
 
 #[derive(Args)]
@@ -202,6 +212,14 @@ pub struct BenchArgs {
     threads: Option<usize>,
     #[arg(long, value_enum, default_value = "topk")]
     activation: ActivationArg,
+    /// cpu: the CPU trainer; cuda / cuda:N: the tensor trainer on a GPU (`--features cuda`);
+    /// tensor-cpu: the tensor trainer on the CPU (the GPU's code path, to check it without one).
+    #[arg(long, default_value = "cpu")]
+    device: String,
+    /// With a CUDA device: matrix products in TF32 (tensor cores; about 8x the f32 rate, 10-bit
+    /// mantissas in the products). Off: exact f32, as PyTorch's default.
+    #[arg(long)]
+    tf32: bool,
 }
 
 pub fn run(cmd: SaeCmd, json: bool) -> Result<()> {
@@ -298,6 +316,10 @@ fn train(a: TrainArgs, json: bool) -> Result<()> {
         saelens: a.saelens,
         activations: a.activations.clone(),
         report_windows: a.report_windows,
+        device: {
+            candle_core::cuda::set_gemm_reduced_precision_f32(a.tf32);
+            lantern_sae::device::parse_device(&a.device)?
+        },
     };
     let res = run::train(&lm, &cfg)?;
     let saes: Vec<_> = res
@@ -439,27 +461,49 @@ fn bench(a: BenchArgs, json: bool) -> Result<()> {
         })
         .collect();
     let mut tr = Trainer::new(Sae::init(cfg, 0)?, TrainConfig::default());
-    let (secs, last) = pool.install(|| {
-        for _ in 0..a.warmup {
-            tr.train_step(&x);
+    candle_core::cuda::set_gemm_reduced_precision_f32(a.tf32);
+    let (secs, last) = match lantern_sae::device::parse_device(&a.device)? {
+        None => pool.install(|| time_steps(a.warmup, a.steps, || Ok(tr.train_step(&x))))?,
+        Some(device) => {
+            let mut dev = DeviceTrainer::from_trainer(&tr, &device)?;
+            let x = candle_core::Tensor::from_slice(&x, (a.batch, a.d_in), &device)?;
+            pool.install(|| {
+                time_steps(a.warmup, a.steps, || {
+                    let s = dev.train_step_on(&x)?;
+                    device.synchronize()?;
+                    Ok(s)
+                })
+            })?
         }
-        let t0 = Instant::now();
-        let mut last = Default::default();
-        for _ in 0..a.steps {
-            last = tr.train_step(&x);
-        }
-        (t0.elapsed().as_secs_f64(), last)
-    });
+    };
     let tok_s = (a.steps * a.batch) as f64 / secs.max(1e-12);
     print(
         &json!({
             "tok_s": tok_s, "threads": threads, "seconds_per_step": secs / a.steps.max(1) as f64,
+            "device": a.device, "tf32": a.tf32,
             "fvu": last.fvu, "l0": last.l0,
             "encoder_gflop_s": tok_s * 2.0 * (a.d_in * a.latents) as f64 / 1e9,
         }),
         json,
     );
     Ok(())
+}
+
+/// Runs `warmup` untimed steps, then times `steps`: (seconds, the last step's stats).
+fn time_steps(
+    warmup: usize,
+    steps: usize,
+    mut step: impl FnMut() -> lantern_sae::Result<StepStats>,
+) -> Result<(f64, StepStats)> {
+    for _ in 0..warmup {
+        step()?;
+    }
+    let t0 = Instant::now();
+    let mut last = StepStats::default();
+    for _ in 0..steps {
+        last = step()?;
+    }
+    Ok((t0.elapsed().as_secs_f64(), last))
 }
 
 fn cache(a: CacheArgs, json: bool) -> Result<()> {

@@ -304,3 +304,70 @@ fn bench_reports_throughput() {
     let gflop = tok_s * 2.0 * 64.0 * 512.0 / 1e9;
     assert!((v["encoder_gflop_s"].as_f64().unwrap() - gflop).abs() < 1e-9 * gflop.max(1.0));
 }
+
+/// `--device tensor-cpu` trains through the GPU's code path (dense tensor steps) on the CPU: the
+/// same run as the CPU trainer's, step for step, so the held-out metrics agree.
+#[test]
+fn the_tensor_trainer_trains_the_same_sae_as_the_cpu_trainer() {
+    let dir = tempfile::tempdir().unwrap();
+    let quick = ["--report-windows", "0"];
+    let cpu = json_of(&small_train(&dir.path().join("cpu"), &quick));
+    let mut args = quick.to_vec();
+    args.extend(["--device", "tensor-cpu"]);
+    let out = dir.path().join("tensor");
+    let tensor = json_of(&small_train(&out, &args));
+    let (a, b) = (&cpu["saes"][0], &tensor["saes"][0]);
+    let (fa, fb) = (a["fvu"].as_f64().unwrap(), b["fvu"].as_f64().unwrap());
+    assert!(fa < 0.9 && (fa - fb).abs() < 0.01 * fa, "fvu {fa} vs {fb}");
+    assert_eq!(a["steps"], b["steps"]);
+    assert_eq!(b["l0"].as_f64().unwrap(), 8.0);
+    // What it saved is an SAE in sparsify's layout, like the CPU trainer's.
+    assert_eq!(
+        tensors(&out.join("blocks.3.resid_post/sae.safetensors")),
+        tensors(&dir.path().join("cpu/blocks.3.resid_post/sae.safetensors"))
+    );
+    // What it does not train is refused before any LM work, with the reason.
+    args.extend(["--activation", "relu"]);
+    let err = err_of(&small_train(&dir.path().join("relu"), &args));
+    assert!(err.contains("TopK") && err.contains("relu"), "{err}");
+    let err = err_of(&small_train(&dir.path().join("x"), &["--device", "tpu"]));
+    assert!(err.contains("unknown device"), "{err}");
+    if !cfg!(feature = "cuda") {
+        let err = err_of(&small_train(&dir.path().join("y"), &["--device", "cuda"]));
+        assert!(err.contains("--features cuda"), "{err}");
+    }
+}
+
+#[test]
+fn bench_on_the_tensor_trainer_agrees_with_the_cpu_trainer() {
+    let run = |device: &str| {
+        json_of(&lantern(&[
+            "sae",
+            "bench",
+            "--json",
+            "--d-in",
+            "64",
+            "--latents",
+            "512",
+            "--k",
+            "8",
+            "--batch",
+            "256",
+            "--steps",
+            "3",
+            "--warmup",
+            "1",
+            "--device",
+            device,
+        ]))
+    };
+    let (cpu, tensor) = (run("cpu"), run("tensor-cpu"));
+    assert_eq!(tensor["device"], "tensor-cpu");
+    assert_eq!(tensor["l0"].as_f64().unwrap(), 8.0);
+    assert!(tensor["tok_s"].as_f64().unwrap() > 0.0);
+    let (a, b) = (
+        cpu["fvu"].as_f64().unwrap(),
+        tensor["fvu"].as_f64().unwrap(),
+    );
+    assert!((a - b).abs() < 1e-3 * a, "fvu {a} vs {b}");
+}

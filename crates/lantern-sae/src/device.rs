@@ -1,0 +1,583 @@
+//! TopK training on candle tensors, on any candle device: the GPU path.
+//!
+//! [`crate::train::Trainer`] is the CPU trainer: hand-written kernels that touch only the rows a
+//! step selects. A GPU wants the opposite: few large launches. [`DeviceTrainer`] takes the same
+//! step (the same loss, gradients, Adam and decoder-row constraint, so the two agree to rounding)
+//! as dense tensor operations: the codes are scattered into a dense `[rows, num_latents]` matrix
+//! and every product is one matrix multiply (cuBLAS on CUDA). It runs on `Device::Cpu` too, which
+//! is how the tests check it against the CPU trainer; `Device::new_cuda` needs the `cuda`
+//! feature.
+//!
+//! Covered: TopK with AuxK and Multi-TopK, untied weights, unit-norm decoder rows (or free ones).
+//! BatchTopK, ReLU + L1 and tied weights train on the CPU trainer.
+
+use candle_core::{DType, Device, Tensor, D};
+
+use crate::error::{Result, SaeError};
+use crate::sae::{Activation, Sae, SaeConfig};
+use crate::topk::batch_candidates;
+use crate::train::{aux_k, StepStats, TrainConfig, Trainer};
+
+/// The trainer a `--device` name asks for: `None` for `cpu` (the CPU trainer), else the device
+/// [`DeviceTrainer`] runs on: `cuda` (the first GPU), `cuda:N`, or `tensor-cpu` (the tensor
+/// trainer on the CPU: the GPU's code path, checkable without a GPU).
+pub fn parse_device(name: &str) -> Result<Option<Device>> {
+    let ordinal = match name {
+        "cpu" => return Ok(None),
+        "tensor-cpu" => return Ok(Some(Device::Cpu)),
+        "cuda" => Some(0),
+        _ => name.strip_prefix("cuda:").and_then(|n| n.parse().ok()),
+    };
+    let Some(ordinal) = ordinal else {
+        return Err(SaeError::Config(format!(
+            "unknown device {name:?}: expected cpu, cuda, cuda:N or tensor-cpu"
+        )));
+    };
+    if !candle_core::utils::cuda_is_available() {
+        return Err(SaeError::Config(format!(
+            "device {name}: this build has no CUDA support (build with `--features cuda`)"
+        )));
+    }
+    let device =
+        Device::new_cuda(ordinal).map_err(|e| SaeError::Config(format!("device {name}: {e}")))?;
+    Ok(Some(device))
+}
+
+/// Whether the device trainer takes an SAE of this configuration: untied TopK.
+pub fn check(c: &SaeConfig) -> Result<()> {
+    if c.activation != Activation::TopK || c.tied {
+        return Err(SaeError::Config(format!(
+            "the device trainer takes untied TopK SAEs; this one is {}{} (train it on the CPU)",
+            if c.tied { "tied " } else { "" },
+            c.activation.name()
+        )));
+    }
+    Ok(())
+}
+
+/// The widest row the top-k sorts in one piece on `device`. candle's CUDA argsort sorts each row
+/// in one block's shared memory, so rows are cut into pieces of 1024 there.
+pub fn sort_width(device: &Device) -> usize {
+    if device.is_cpu() {
+        usize::MAX
+    } else {
+        1024
+    }
+}
+
+/// Per row of `x` `[rows, n]` (f32), the `k` largest values and their columns (u32), largest
+/// first. Rows wider than `width` are cut into pieces of `width`; each piece keeps its own top k
+/// and the survivors are selected again, which gives the same set as one sort of the whole row.
+pub fn top_k(x: &Tensor, k: usize, width: usize) -> Result<(Tensor, Tensor)> {
+    let (rows, n) = x.dims2()?;
+    if k == 0 || k > n {
+        return Err(SaeError::Config(format!("top_k: k = {k} of {n} columns")));
+    }
+    let dev = x.device();
+    let mut vals = x.contiguous()?;
+    // The column of `x` each column of `vals` came from (None: the identity).
+    let mut cols_of: Option<Tensor> = None;
+    loop {
+        let cols = vals.dim(1)?;
+        if cols <= width || 2 * k > width {
+            let order = vals
+                .arg_sort_last_dim(false)?
+                .narrow(1, 0, k)?
+                .contiguous()?;
+            let top = vals.gather(&order, 1)?;
+            let idx = match &cols_of {
+                Some(map) => map.gather(&order, 1)?,
+                None => order,
+            };
+            return Ok((top, idx));
+        }
+        let pieces = cols.div_ceil(width);
+        let pad = pieces * width - cols;
+        let padded = if pad > 0 {
+            let fill = Tensor::full(f32::NEG_INFINITY, (rows, pad), dev)?;
+            Tensor::cat(&[&vals, &fill], 1)?
+        } else {
+            vals
+        };
+        let local = padded
+            .reshape((rows * pieces, width))?
+            .arg_sort_last_dim(false)?
+            .narrow(1, 0, k)?
+            .contiguous()?;
+        let offsets: Vec<u32> = (0..rows * pieces)
+            .map(|p| ((p % pieces) * width) as u32)
+            .collect();
+        let offsets = Tensor::from_vec(offsets, (rows * pieces, 1), dev)?;
+        let pos = local
+            .broadcast_add(&offsets)?
+            .reshape((rows, pieces * k))?
+            .contiguous()?;
+        vals = padded.gather(&pos, 1)?;
+        cols_of = Some(match cols_of {
+            Some(map) => {
+                let zeros = Tensor::zeros((rows, pad), DType::U32, dev)?;
+                Tensor::cat(&[&map, &zeros], 1)?.gather(&pos, 1)?
+            }
+            None => pos,
+        });
+    }
+}
+
+/// Adam moments of one parameter tensor.
+struct Moments {
+    m: Tensor,
+    v: Tensor,
+}
+
+/// One decoded set of codes: a dense `[rows, num_latents]` matrix of activations, the loss's
+/// gradient with respect to its decode, and whether that decode adds `b_dec`.
+struct Set {
+    codes: Tensor,
+    out_grad: Tensor,
+    adds_b_dec: bool,
+}
+
+/// A TopK SAE and its Adam state as tensors on one device.
+pub struct DeviceTrainer {
+    pub device: Device,
+    pub cfg: TrainConfig,
+    sae_cfg: SaeConfig,
+    /// `w_enc`, `b_enc`, `w_dec`, `b_dec`, as in [`Sae`].
+    params: [Tensor; 4],
+    adam: [Moments; 4],
+    pub step: u64,
+    pub tokens: u64,
+    /// Tokens since each latent last fired (kept on the host: one small copy per step).
+    pub since_fired: Vec<u64>,
+    width: usize,
+}
+
+impl DeviceTrainer {
+    /// Moves a CPU trainer (parameters, Adam moments, counters) onto `device`.
+    pub fn from_trainer(t: &Trainer, device: &Device) -> Result<DeviceTrainer> {
+        let c = &t.sae.cfg;
+        check(c)?;
+        let (n, d) = (c.num_latents, c.d_in);
+        let up = |v: &[f32], shape: &[usize]| Tensor::from_slice(v, shape, device);
+        let s = &t.sae;
+        let params = [
+            up(&s.w_enc, &[n, d])?,
+            up(&s.b_enc, &[n])?,
+            up(&s.w_dec, &[n, d])?,
+            up(&s.b_dec, &[d])?,
+        ];
+        let moments = |i: usize, shape: &[usize]| -> Result<Moments> {
+            let (m, v) = t.moments(i);
+            Ok(Moments {
+                m: up(m, shape)?,
+                v: up(v, shape)?,
+            })
+        };
+        let adam = [
+            moments(0, &[n, d])?,
+            moments(1, &[n])?,
+            moments(2, &[n, d])?,
+            moments(3, &[d])?,
+        ];
+        Ok(DeviceTrainer {
+            device: device.clone(),
+            cfg: t.cfg.clone(),
+            sae_cfg: c.clone(),
+            params,
+            adam,
+            step: t.step,
+            tokens: t.tokens,
+            since_fired: t.since_fired.clone(),
+            width: sort_width(device),
+        })
+    }
+
+    /// Copies everything back into a CPU trainer (to save a checkpoint or evaluate).
+    pub fn to_trainer(&self) -> Result<Trainer> {
+        let down = |t: &Tensor| t.flatten_all()?.to_vec1::<f32>();
+        let [we, be, wd, bd] = &self.params;
+        let sae = Sae {
+            cfg: self.sae_cfg.clone(),
+            w_enc: down(we)?,
+            b_enc: down(be)?,
+            w_dec: down(wd)?,
+            b_dec: down(bd)?,
+        };
+        let mut t = Trainer::new(sae, self.cfg.clone());
+        for (i, m) in self.adam.iter().enumerate() {
+            t.set_moments(i, down(&m.m)?, down(&m.v)?);
+        }
+        t.step = self.step;
+        t.tokens = self.tokens;
+        t.since_fired = self.since_fired.clone();
+        Ok(t)
+    }
+
+    /// Sets how wide a row the top-k sorts in one piece (tests use it to exercise the pieces
+    /// on the CPU).
+    pub fn set_sort_width(&mut self, width: usize) {
+        self.width = width.max(2);
+    }
+
+    /// The learning rate at the current step (the CPU trainer's schedule).
+    pub fn lr(&self) -> f32 {
+        let peak = self.cfg.peak_lr(self.sae_cfg.num_latents);
+        let warm = self.cfg.warmup_steps.max(1) as f32;
+        peak * ((self.step + 1) as f32 / warm).min(1.0)
+    }
+
+    fn dead_mask(&self) -> Vec<bool> {
+        self.since_fired
+            .iter()
+            .map(|&s| s >= self.cfg.dead_tokens)
+            .collect()
+    }
+
+    /// One optimisation step on a batch `x` `[rows, d_in]` (host memory).
+    pub fn train_step(&mut self, x: &[f32]) -> Result<StepStats> {
+        let d = self.sae_cfg.d_in;
+        let rows = x.len() / d;
+        if rows == 0 || rows * d != x.len() {
+            return Err(SaeError::Config(format!(
+                "a batch of {} values is not whole rows of {d}",
+                x.len()
+            )));
+        }
+        let x = Tensor::from_slice(x, (rows, d), &self.device)?;
+        self.train_step_on(&x)
+    }
+
+    /// One optimisation step on a batch already on the device.
+    pub fn train_step_on(&mut self, x: &Tensor) -> Result<StepStats> {
+        let rows = x.dims2()?.0;
+        let n = self.sae_cfg.num_latents;
+        let lr = self.lr();
+        let centered_in = x.broadcast_sub(&x.mean_keepdim(0)?)?;
+        let tv = centered_in.sqr()?.sum_all()?.to_scalar::<f32>()?.max(1e-12);
+        let (mut stats, sets, centered) = self.forward(x, tv)?;
+        stats.loss += stats.fvu + stats.multi_topk_fvu / 8.0;
+        let grads = self.grads(&sets, &centered)?;
+        self.apply(grads, lr)?;
+        stats.lr = lr;
+        self.tokens += rows as u64;
+        let dead_now = self
+            .since_fired
+            .iter()
+            .filter(|&&s| s >= self.cfg.dead_tokens)
+            .count();
+        stats.dead_frac = dead_now as f32 / n.max(1) as f32;
+        Ok(stats)
+    }
+
+    /// The forward pass of a step on `x` (total variance `tv`): its losses, the decoded sets
+    /// (main, then Multi-TopK and AuxK when they run) and the encoder's input `x - b_dec`.
+    /// Updates the firing counters.
+    fn forward(&mut self, x: &Tensor, tv: f32) -> Result<(StepStats, Vec<Set>, Tensor)> {
+        let rows = x.dims2()?.0;
+        let (n, k) = (self.sae_cfg.num_latents, self.sae_cfg.k);
+        let [w_enc, b_enc, w_dec, b_dec] = &self.params;
+        let centered = x.broadcast_sub(b_dec)?;
+        let pre = centered.matmul(&w_enc.t()?)?.broadcast_add(b_enc)?.relu()?;
+        let codes = self.dense_codes(&pre, k)?;
+        let err = (codes.matmul(w_dec)?.broadcast_add(b_dec)? - x)?;
+        let fired = codes.gt(0f32)?.to_dtype(DType::F32)?;
+        let mut stats = StepStats {
+            fvu: err.sqr()?.sum_all()?.to_scalar::<f32>()? / tv,
+            l0: fired.sum_all()?.to_scalar::<f32>()? / rows as f32,
+            ..StepStats::default()
+        };
+        let mut sets = vec![Set {
+            out_grad: err.affine(2.0 / tv as f64, 0.0)?,
+            codes,
+            adds_b_dec: true,
+        }];
+        if self.sae_cfg.multi_topk {
+            let multi = self.dense_codes(&pre, batch_candidates(n, k))?;
+            let e4 = (multi.matmul(w_dec)?.broadcast_add(b_dec)? - x)?;
+            stats.multi_topk_fvu = e4.sqr()?.sum_all()?.to_scalar::<f32>()? / tv;
+            sets.push(Set {
+                out_grad: e4.affine(2.0 / tv as f64 / 8.0, 0.0)?,
+                codes: multi,
+                adds_b_dec: true,
+            });
+        }
+        if let Some((aux, loss, coef)) = self.aux_set(&pre, &err, tv)? {
+            stats.auxk_loss = loss;
+            stats.loss += coef * loss;
+            sets.push(aux);
+        }
+        self.mark_fired(&fired, rows)?;
+        Ok((stats, sets, centered))
+    }
+
+    /// AuxK's set, when it runs (AuxK on and some latent dead): the dead latents' top `d_in / 2`
+    /// reconstructing the detached residual `x - x̂ = -err`, without `b_dec`; with its loss and
+    /// that loss's coefficient in the total.
+    fn aux_set(&self, pre: &Tensor, err: &Tensor, tv: f32) -> Result<Option<(Set, f32, f32)>> {
+        let dead = self.dead_mask();
+        let num_dead = dead.iter().filter(|&&m| m).count();
+        if self.cfg.auxk_alpha <= 0.0 || num_dead == 0 {
+            return Ok(None);
+        }
+        let (rows, n) = pre.dims2()?;
+        let d = self.sae_cfg.d_in;
+        let mask: Vec<u8> = dead.iter().map(|&m| u8::from(m)).collect();
+        let mask = Tensor::from_vec(mask, (1, n), &self.device)?.broadcast_as((rows, n))?;
+        let neg = Tensor::full(f32::NEG_INFINITY, (rows, n), &self.device)?;
+        let aux = self.dense_codes(&mask.where_cond(pre, &neg)?, aux_k(d).min(num_dead))?;
+        let gap = (aux.matmul(&self.params[2])? + err)?;
+        let c = self.cfg.auxk_alpha * (num_dead as f32 / aux_k(d) as f32).min(1.0);
+        let loss = gap.sqr()?.sum_all()?.to_scalar::<f32>()? / tv;
+        let set = Set {
+            out_grad: gap.affine((2.0 * c / tv) as f64, 0.0)?,
+            codes: aux,
+            adds_b_dec: false,
+        };
+        Ok(Some((set, loss, c)))
+    }
+
+    /// Each row's top `k` of `pre` (already ReLU'd), scattered into a dense matrix.
+    fn dense_codes(&self, pre: &Tensor, k: usize) -> Result<Tensor> {
+        let (vals, idx) = top_k(pre, k, self.width)?;
+        // -inf marks latents the pick may not take (AuxK's live ones): they decode as nothing.
+        let vals = vals.relu()?;
+        Ok(pre.zeros_like()?.scatter_add(&idx, &vals, 1)?)
+    }
+
+    /// Updates the tokens-since-fired counters from the 0/1 matrix of fired codes.
+    fn mark_fired(&mut self, fired: &Tensor, rows: usize) -> Result<()> {
+        let counts = fired.sum(0)?.to_vec1::<f32>()?;
+        for (s, c) in self.since_fired.iter_mut().zip(counts) {
+            *s = if c > 0.0 {
+                0
+            } else {
+                s.saturating_add(rows as u64)
+            };
+        }
+        Ok(())
+    }
+
+    /// The gradients of every parameter, from the decoded sets.
+    fn grads(&self, sets: &[Set], centered: &Tensor) -> Result<[Tensor; 4]> {
+        let [w_enc, _, w_dec, _] = &self.params;
+        let mut g_w_dec: Option<Tensor> = None;
+        let mut g_pre: Option<Tensor> = None;
+        let mut g_b_dec: Option<Tensor> = None;
+        for set in sets {
+            let gd = set.codes.t()?.matmul(&set.out_grad)?;
+            // d loss / d code, only where the code fired.
+            let gp = set
+                .out_grad
+                .matmul(&w_dec.t()?)?
+                .mul(&set.codes.gt(0f32)?.to_dtype(DType::F32)?)?;
+            g_w_dec = Some(add_opt(g_w_dec, gd)?);
+            g_pre = Some(add_opt(g_pre, gp)?);
+            if set.adds_b_dec {
+                g_b_dec = Some(add_opt(g_b_dec, set.out_grad.sum(0)?)?);
+            }
+        }
+        let (g_w_dec, g_pre) = (g_w_dec.expect("a set"), g_pre.expect("a set"));
+        let g_w_enc = g_pre.t()?.matmul(centered)?;
+        let g_b_enc = g_pre.sum(0)?;
+        // The encoder reads x - b_dec: b_dec's gradient loses Σ_j g_b_enc[j] W_enc[j].
+        let through_enc = g_b_enc.unsqueeze(0)?.matmul(w_enc)?.squeeze(0)?;
+        let g_b_dec = match g_b_dec {
+            Some(g) => (g - through_enc)?,
+            None => through_enc.neg()?,
+        };
+        Ok([g_w_enc, g_b_enc, g_w_dec, g_b_dec])
+    }
+
+    /// Adam on every parameter; decoder rows lose their gradient's component along themselves
+    /// before the step and go back to unit norm after it.
+    fn apply(&mut self, mut grads: [Tensor; 4], lr: f32) -> Result<()> {
+        self.step += 1;
+        let unit = self.sae_cfg.normalize_decoder;
+        if unit {
+            let w = &self.params[2];
+            let along = (&grads[2] * w)?.sum_keepdim(1)?;
+            grads[2] = (&grads[2] - w.broadcast_mul(&along)?)?;
+        }
+        let c = &self.cfg;
+        let t = self.step as i32;
+        let (bc1, bc2) = (1.0 - c.beta1.powi(t), 1.0 - c.beta2.powi(t));
+        for ((p, m), g) in self.params.iter_mut().zip(&mut self.adam).zip(&grads) {
+            m.m = (m.m.affine(c.beta1 as f64, 0.0)? + g.affine((1.0 - c.beta1) as f64, 0.0)?)?;
+            m.v = (m.v.affine(c.beta2 as f64, 0.0)?
+                + g.sqr()?.affine((1.0 - c.beta2) as f64, 0.0)?)?;
+            let denom =
+                m.v.affine(1.0 / bc2 as f64, 0.0)?
+                    .sqrt()?
+                    .affine(1.0, c.eps as f64)?;
+            let update = (&m.m / denom)?.affine((lr / bc1) as f64, 0.0)?;
+            *p = (&*p - update)?;
+        }
+        if unit {
+            let w = &self.params[2];
+            let norm = w
+                .sqr()?
+                .sum_keepdim(D::Minus1)?
+                .sqrt()?
+                .affine(1.0, 1e-12)?;
+            self.params[2] = w.broadcast_div(&norm)?;
+        }
+        Ok(())
+    }
+}
+
+fn add_opt(acc: Option<Tensor>, t: Tensor) -> candle_core::Result<Tensor> {
+    match acc {
+        Some(a) => a + t,
+        None => Ok(t),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sae::SaeConfig;
+    use rand::{Rng, SeedableRng};
+
+    fn data(rows: usize, d: usize, seed: u64) -> Vec<f32> {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+        (0..rows * d).map(|_| rng.gen_range(-1.0..1.0)).collect()
+    }
+
+    #[test]
+    fn top_k_in_pieces_matches_one_sort() {
+        let (rows, n) = (7, 203);
+        let x = Tensor::from_vec(data(rows, n, 1), (rows, n), &Device::Cpu).unwrap();
+        for (k, width) in [(5, 16), (7, 64), (1, 4), (30, 64)] {
+            let (v1, i1) = top_k(&x, k, usize::MAX).unwrap();
+            let (v2, i2) = top_k(&x, k, width).unwrap();
+            assert_eq!(i1.to_vec2::<u32>().unwrap(), i2.to_vec2::<u32>().unwrap());
+            assert_eq!(v1.to_vec2::<f32>().unwrap(), v2.to_vec2::<f32>().unwrap());
+        }
+        // The largest value of each row comes first and is the row's maximum.
+        let (v, _) = top_k(&x, 3, 16).unwrap();
+        let max = x.max(1).unwrap().to_vec1::<f32>().unwrap();
+        let v = v.to_vec2::<f32>().unwrap();
+        for (row, m) in v.iter().zip(max) {
+            assert_eq!(row[0], m);
+            assert!(row[0] >= row[1] && row[1] >= row[2]);
+        }
+        assert!(top_k(&x, n + 1, 16).is_err());
+    }
+
+    /// The largest difference between two parameter vectors, in units of the learning rate.
+    fn worst(a: &[f32], b: &[f32], lr: f32) -> f32 {
+        a.iter()
+            .zip(b)
+            .map(|(x, y)| (x - y).abs() / lr)
+            .fold(0.0, f32::max)
+    }
+
+    /// Three steps on the device trainer (on the CPU device) and on the CPU trainer from the same
+    /// state land on the same parameters, Adam moments and firing counters.
+    fn agrees_with_cpu(cfg: SaeConfig, dead: bool, width: usize) {
+        let (d, rows) = (cfg.d_in, 64);
+        let sae = Sae::init(cfg, 7).unwrap();
+        let train = TrainConfig {
+            warmup_steps: 1,
+            dead_tokens: if dead { 1_000 } else { u64::MAX },
+            ..TrainConfig::default()
+        };
+        let mut cpu = Trainer::new(sae, train);
+        if dead {
+            for j in (0..cpu.since_fired.len()).step_by(2) {
+                cpu.since_fired[j] = 1_000;
+            }
+        }
+        let mut dev = DeviceTrainer::from_trainer(&cpu, &Device::Cpu).unwrap();
+        dev.set_sort_width(width);
+        let lr = cpu.lr();
+        for step in 0..3 {
+            let x = data(rows, d, 10 + step);
+            let a = cpu.train_step(&x);
+            let b = dev.train_step(&x).unwrap();
+            assert!((a.fvu - b.fvu).abs() < 1e-4 * a.fvu, "{a:?} vs {b:?}");
+            assert!((a.loss - b.loss).abs() < 1e-4 * a.loss, "{a:?} vs {b:?}");
+            assert!((a.auxk_loss - b.auxk_loss).abs() <= 1e-4 * a.auxk_loss);
+            assert_eq!(a.l0, b.l0);
+            assert_eq!(a.dead_frac, b.dead_frac);
+            if dead && step == 0 {
+                assert!(a.auxk_loss > 0.0);
+            }
+        }
+        let back = dev.to_trainer().unwrap();
+        assert_eq!(back.step, cpu.step);
+        assert_eq!(back.tokens, cpu.tokens);
+        assert_eq!(back.since_fired, cpu.since_fired);
+        let (s, t) = (&cpu.sae, &back.sae);
+        for (name, a, b) in [
+            ("w_enc", &s.w_enc, &t.w_enc),
+            ("b_enc", &s.b_enc, &t.b_enc),
+            ("w_dec", &s.w_dec, &t.w_dec),
+            ("b_dec", &s.b_dec, &t.b_dec),
+        ] {
+            let w = worst(a, b, lr);
+            assert!(w < 0.05, "{name}: differs by {w} learning rates");
+        }
+        // The parameters moved: the comparison is not between two untouched copies.
+        let start = Sae::init(s.cfg.clone(), 7).unwrap();
+        assert!(worst(&start.w_enc, &t.w_enc, lr) > 0.5);
+        for i in 0..4 {
+            let (m1, v1) = cpu.moments(i);
+            let (m2, v2) = back.moments(i);
+            let scale = m1.iter().map(|v| v.abs()).fold(1e-12, f32::max);
+            assert!(worst(m1, m2, scale) < 1e-3, "moment m of parameter {i}");
+            let scale = v1.iter().map(|v| v.abs()).fold(1e-12, f32::max);
+            assert!(worst(v1, v2, scale) < 1e-3, "moment v of parameter {i}");
+        }
+    }
+
+    #[test]
+    fn topk_steps_match_the_cpu_trainer() {
+        agrees_with_cpu(SaeConfig::topk(24, 96, 4), false, usize::MAX);
+    }
+
+    #[test]
+    fn auxk_and_multi_topk_steps_match_the_cpu_trainer_with_the_sort_in_pieces() {
+        let mut cfg = SaeConfig::topk(24, 96, 4);
+        cfg.multi_topk = true;
+        agrees_with_cpu(cfg, true, 32);
+    }
+
+    #[test]
+    fn free_decoder_rows_match_the_cpu_trainer() {
+        let mut cfg = SaeConfig::topk(16, 48, 3);
+        cfg.normalize_decoder = false;
+        agrees_with_cpu(cfg, false, usize::MAX);
+    }
+
+    #[test]
+    fn device_names() {
+        assert!(parse_device("cpu").unwrap().is_none());
+        assert!(parse_device("tensor-cpu").unwrap().unwrap().is_cpu());
+        let err = parse_device("tpu").unwrap_err().to_string();
+        assert!(err.contains("unknown device \"tpu\""), "{err}");
+        assert!(parse_device("cuda:x").is_err());
+        if !candle_core::utils::cuda_is_available() {
+            let err = parse_device("cuda").unwrap_err().to_string();
+            assert!(err.contains("--features cuda"), "{err}");
+        }
+    }
+
+    #[test]
+    fn refuses_what_it_does_not_train() {
+        let mut cfg = SaeConfig::topk(8, 16, 2);
+        cfg.activation = Activation::BatchTopK;
+        let t = Trainer::new(Sae::init(cfg, 1).unwrap(), TrainConfig::default());
+        let err = DeviceTrainer::from_trainer(&t, &Device::Cpu).err().unwrap();
+        assert!(err.to_string().contains("batchtopk"), "{err}");
+        let mut dev = DeviceTrainer::from_trainer(
+            &Trainer::new(
+                Sae::init(SaeConfig::topk(8, 16, 2), 1).unwrap(),
+                TrainConfig::default(),
+            ),
+            &Device::Cpu,
+        )
+        .unwrap();
+        assert!(dev.train_step(&[0.0; 12]).is_err());
+    }
+}
