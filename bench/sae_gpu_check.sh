@@ -20,7 +20,7 @@ nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=c
 # The CUDA 13 libraries the binary links: the toolkit's or PyTorch's wheels', wherever they are.
 dirs=""
 for f in libcublas.so.13 libcublasLt.so.13 libcurand.so.10 libnvrtc.so.13 libcudart.so.13; do
-    p=$(find /usr/local/cuda /usr/local/cuda-13* /opt /usr/lib/x86_64-linux-gnu -name "$f" 2>/dev/null | head -1)
+    p=$(find -H /usr/local/cuda /usr/local/cuda-13* /opt /usr/lib/x86_64-linux-gnu -name "$f" 2>/dev/null | head -1)
     [ -n "$p" ] && dirs="$dirs:$(dirname "$p")"
 done
 export LD_LIBRARY_PATH="${dirs#:}:/usr/local/nvidia/lib64:${LD_LIBRARY_PATH:-}"
