@@ -20,6 +20,7 @@ pub mod autointerp;
 pub mod basis;
 pub mod cache;
 pub mod corpus;
+pub mod dense_topk;
 pub mod device;
 pub mod error;
 pub mod examples;
