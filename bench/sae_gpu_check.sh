@@ -1,6 +1,7 @@
 #!/bin/bash
 # The SAE trainer's GPU check, for a machine with an NVIDIA GPU and PyTorch (no Rust needed):
-#   1. the GPU step agrees with the CPU trainer (same SAE, same batch, five steps: last FVU);
+#   1. the GPU step agrees with the CPU trainer (same SAE, same batch, five steps: the last
+#      step's losses), plain TopK and with Multi-TopK and AuxK on;
 #   2. bench/sae_gpu_speed.py: tokens/s of `lantern sae bench --device cuda` (f32 and TF32)
 #      against sparsify's SparseCoder and the minimal PyTorch TopK SAE on the same GPU.
 #
@@ -27,10 +28,13 @@ export LD_LIBRARY_PATH="${dirs#:}:/usr/local/nvidia/lib64:${LD_LIBRARY_PATH:-}"
 echo "LD_LIBRARY_PATH=$LD_LIBRARY_PATH"
 ldd "$bin" | grep -E 'libcuda|cublas|curand|nvrtc|cudart|not found'
 
-echo "== 1. the GPU step against the CPU trainer"
-for dev in cpu cuda; do
-    "$bin" sae bench --device "$dev" --d-in 576 --latents 2304 --k 32 --batch 1024 \
-        --steps 5 --warmup 0 --json
+echo "== 1. the GPU step against the CPU trainer (plain TopK; with Multi-TopK and AuxK)"
+for extra in "" "--multi-topk --dead-tokens 2048"; do
+    for dev in cpu cuda; do
+        # shellcheck disable=SC2086
+        "$bin" sae bench --device "$dev" --d-in 576 --latents 2304 --k 32 --batch 1024 \
+            --steps 5 --warmup 0 $extra --json
+    done
 done | tee "$out/agree.jsonl"
 
 echo "== 2. speed against PyTorch"

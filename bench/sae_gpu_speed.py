@@ -13,9 +13,9 @@ Peers, in this process:
     (skipped, and said so, when it does not import).
   * minimal: sae_speed.py's minimal TopK SAE (encoder Linear, topk, embedding_bag decoder, a
     sparse encoder backward, Adam) on the GPU.
-lantern: its device trainer (dense tensor ops through candle's CUDA backend and cuBLAS: the codes
-  are scattered into a dense matrix, so the decode and the backward are dense matrix products),
-  in exact f32 (as the peers) and with --tf32 (cuBLAS's TF32 tensor-core products).
+lantern: its device trainer (candle's CUDA backend: the encoder product on cuBLAS, the top-k, the
+  decode and the backward as lantern's own sparse kernels), in exact f32 (as the peers) and with
+  --tf32 (the encoder product on TF32 tensor cores).
 
 Run (on the GPU machine): python3 bench/sae_gpu_speed.py --lantern path/to/lantern [--json]
 """

@@ -1,21 +1,21 @@
 //! TopK training on candle tensors, on any candle device: the GPU path.
 //!
-//! [`crate::train::Trainer`] is the CPU trainer: hand-written kernels that touch only the rows a
-//! step selects. A GPU wants the opposite: few large launches. [`DeviceTrainer`] takes the same
-//! step (the same loss, gradients, Adam and decoder-row constraint, so the two agree to rounding)
-//! as dense tensor operations: the codes are scattered into a dense `[rows, num_latents]` matrix
-//! and every product is one matrix multiply (cuBLAS on CUDA). It runs on `Device::Cpu` too, which
-//! is how the tests check it against the CPU trainer; `Device::new_cuda` needs the `cuda`
-//! feature.
+//! [`crate::train::Trainer`] is the CPU trainer, with its own kernels. [`DeviceTrainer`] takes
+//! the same step (the same loss, gradients, Adam and decoder-row constraint, so the two agree to
+//! rounding) as candle tensor operations: the encoder product is dense (cuBLAS on CUDA); the
+//! top-k selection, the decode and the backward are the sparse kernels of
+//! [`crate::sparse_ops`], which touch only the selected latents' rows; Adam is elementwise. It
+//! runs on `Device::Cpu` too, which is how the tests check it against the CPU trainer;
+//! `Device::new_cuda` needs the `cuda` feature.
 //!
 //! Covered: TopK with AuxK and Multi-TopK, untied weights, unit-norm decoder rows (or free ones).
 //! BatchTopK, ReLU + L1 and tied weights train on the CPU trainer.
 
 use candle_core::{DType, Device, Tensor, D};
 
-use crate::dense_topk::dense_top_k;
 use crate::error::{Result, SaeError};
 use crate::sae::{Activation, Sae, SaeConfig};
+use crate::sparse_ops::{gather_rows, rows_dot, scatter_rows, top_k_indices};
 use crate::topk::batch_candidates;
 use crate::train::{aux_k, StepStats, TrainConfig, Trainer};
 
@@ -65,21 +65,35 @@ struct Moments {
 /// One decoded set of codes: a dense `[rows, num_latents]` matrix of activations, the loss's
 /// gradient with respect to its decode, and whether that decode adds `b_dec`.
 struct Set {
-    codes: Tensor,
-    /// 1.0 where a code fired (is positive), else 0.0.
-    fired: Tensor,
+    codes: Codes,
     out_grad: Tensor,
     adds_b_dec: bool,
 }
 
-impl Set {
-    fn new(codes: Tensor, out_grad: Tensor, adds_b_dec: bool) -> Result<Set> {
-        Ok(Set {
-            fired: codes.gt(0f32)?.to_dtype(DType::F32)?,
-            codes,
-            out_grad,
-            adds_b_dec,
+/// Codes as `[rows, k]` latent indices (u32) and activations, and where they fired.
+struct Codes {
+    idx: Tensor,
+    val: Tensor,
+    /// 1.0 where a code fired (is positive), else 0.0.
+    fired: Tensor,
+}
+
+impl Codes {
+    /// Each row's top `k` of `pre` (already ReLU'd; `-inf` where a latent may not be taken:
+    /// such a pick, made only when too few may, decodes as nothing).
+    fn top_k(pre: &Tensor, k: usize) -> Result<Codes> {
+        let idx = top_k_indices(pre, k)?;
+        let val = pre.gather(&idx, 1)?.relu()?;
+        Ok(Codes {
+            fired: val.gt(0f32)?.to_dtype(DType::F32)?,
+            idx,
+            val,
         })
+    }
+
+    /// `Σ_j val[r, j] W[idx[r, j]]` for each row.
+    fn decode(&self, w: &Tensor) -> Result<Tensor> {
+        Ok(gather_rows(&self.idx, &self.val, w)?)
     }
 }
 
@@ -251,19 +265,27 @@ impl DeviceTrainer {
         let two_over_tv = tv.clamp(1e-12f32, f32::MAX)?.recip()?.affine(2.0, 0.0)?;
         let centered = x.broadcast_sub(b_dec)?;
         let pre = centered.matmul(&w_enc.t()?)?.broadcast_add(b_enc)?.relu()?;
-        let codes = self.dense_codes(&pre, k)?;
-        let err = (codes.matmul(w_dec)?.broadcast_add(b_dec)? - x)?;
-        let main = Set::new(codes, err.broadcast_mul(&two_over_tv)?, true)?;
-        let counts = col_sums(&main.fired)?;
+        let codes = Codes::top_k(&pre, k)?;
+        let err = (codes.decode(w_dec)?.broadcast_add(b_dec)? - x)?;
+        let ones = Tensor::ones((rows, 1), DType::F32, &self.device)?;
+        let counts = scatter_rows(&codes.idx, &codes.fired, &ones, n)?.squeeze(1)?;
+        let main = Set {
+            codes,
+            out_grad: err.broadcast_mul(&two_over_tv)?,
+            adds_b_dec: true,
+        };
         let zero = Tensor::zeros((), DType::F32, &self.device)?;
         let mut scalars = [tv, err.sqr()?.sum_all()?, zero.clone(), zero];
         let mut sets = vec![main];
         if self.sae_cfg.multi_topk {
-            let multi = self.dense_codes(&pre, batch_candidates(n, k))?;
-            let e4 = (multi.matmul(w_dec)?.broadcast_add(b_dec)? - x)?;
+            let multi = Codes::top_k(&pre, batch_candidates(n, k))?;
+            let e4 = (multi.decode(w_dec)?.broadcast_add(b_dec)? - x)?;
             scalars[2] = e4.sqr()?.sum_all()?;
-            let g = e4.broadcast_mul(&two_over_tv.affine(1.0 / 8.0, 0.0)?)?;
-            sets.push(Set::new(multi, g, true)?);
+            sets.push(Set {
+                codes: multi,
+                out_grad: e4.broadcast_mul(&two_over_tv.affine(1.0 / 8.0, 0.0)?)?,
+                adds_b_dec: true,
+            });
         }
         let mut aux_coef = 0.0;
         if let Some((aux, gap_sq, coef)) = self.aux_set(&pre, &err, &two_over_tv)? {
@@ -298,17 +320,15 @@ impl DeviceTrainer {
         let mask: Vec<u8> = dead.iter().map(|&m| u8::from(m)).collect();
         let mask = Tensor::from_vec(mask, (1, n), &self.device)?.broadcast_as((rows, n))?;
         let neg = Tensor::full(f32::NEG_INFINITY, (rows, n), &self.device)?;
-        let aux = self.dense_codes(&mask.where_cond(pre, &neg)?, aux_k(d).min(num_dead))?;
-        let gap = (aux.matmul(&self.params[2])? + err)?;
+        let aux = Codes::top_k(&mask.where_cond(pre, &neg)?, aux_k(d).min(num_dead))?;
+        let gap = (aux.decode(&self.params[2])? + err)?;
         let c = self.cfg.auxk_alpha * (num_dead as f32 / aux_k(d) as f32).min(1.0);
-        let g = gap.broadcast_mul(&two_over_tv.affine(c as f64, 0.0)?)?;
-        Ok(Some((Set::new(aux, g, false)?, gap.sqr()?.sum_all()?, c)))
-    }
-
-    /// Each row's top `k` of `pre` (already ReLU'd; `-inf` where a latent may not be taken),
-    /// as a dense matrix.
-    fn dense_codes(&self, pre: &Tensor, k: usize) -> Result<Tensor> {
-        Ok(dense_top_k(pre, k)?)
+        let set = Set {
+            codes: aux,
+            out_grad: gap.broadcast_mul(&two_over_tv.affine(c as f64, 0.0)?)?,
+            adds_b_dec: false,
+        };
+        Ok(Some((set, gap.sqr()?.sum_all()?, c)))
     }
 
     /// Updates the tokens-since-fired counters from each latent's firing count in the batch.
@@ -322,32 +342,38 @@ impl DeviceTrainer {
         }
     }
 
-    /// The gradients of every parameter, from the decoded sets.
+    /// The gradients of every parameter, from the decoded sets: each code touches one decoder
+    /// row (its activation times the output gradient) and one encoder row (its own gradient,
+    /// the output gradient's dot with its decoder row, times the encoder's input).
     fn grads(&self, sets: &[Set], centered: &Tensor) -> Result<[Tensor; 4]> {
         let [w_enc, _, w_dec, _] = &self.params;
-        let mut g_w_dec: Option<Tensor> = None;
-        let mut g_pre: Option<Tensor> = None;
-        let mut g_b_dec: Option<Tensor> = None;
+        let n = self.sae_cfg.num_latents;
+        let ones = Tensor::ones((centered.dim(0)?, 1), DType::F32, &self.device)?;
+        let mut g = [None, None, None, None];
         for set in sets {
-            let gd = set.codes.t()?.matmul(&set.out_grad)?;
-            // d loss / d code, only where the code fired.
-            let gp = set.out_grad.matmul(&w_dec.t()?)?.mul(&set.fired)?;
-            g_w_dec = Some(add_opt(g_w_dec, gd)?);
-            g_pre = Some(add_opt(g_pre, gp)?);
+            let c = &set.codes;
+            let g_code = rows_dot(&c.idx, &set.out_grad, w_dec)?.mul(&c.fired)?;
+            let parts = [
+                scatter_rows(&c.idx, &g_code, centered, n)?,
+                scatter_rows(&c.idx, &g_code, &ones, n)?.squeeze(1)?,
+                scatter_rows(&c.idx, &c.val, &set.out_grad, n)?,
+            ];
+            for (acc, part) in g.iter_mut().zip(parts) {
+                *acc = Some(add_opt(acc.take(), part)?);
+            }
             if set.adds_b_dec {
-                g_b_dec = Some(add_opt(g_b_dec, col_sums(&set.out_grad)?)?);
+                g[3] = Some(add_opt(g[3].take(), col_sums(&set.out_grad)?)?);
             }
         }
-        let (g_w_dec, g_pre) = (g_w_dec.expect("a set"), g_pre.expect("a set"));
-        let g_w_enc = g_pre.t()?.matmul(centered)?;
-        let g_b_enc = col_sums(&g_pre)?;
+        let [g_w_enc, g_b_enc, g_w_dec, g_b_dec] = g;
+        let (g_w_enc, g_b_enc) = (g_w_enc.expect("a set"), g_b_enc.expect("a set"));
         // The encoder reads x - b_dec: b_dec's gradient loses Σ_j g_b_enc[j] W_enc[j].
         let through_enc = g_b_enc.unsqueeze(0)?.matmul(w_enc)?.squeeze(0)?;
         let g_b_dec = match g_b_dec {
             Some(g) => (g - through_enc)?,
             None => through_enc.neg()?,
         };
-        Ok([g_w_enc, g_b_enc, g_w_dec, g_b_dec])
+        Ok([g_w_enc, g_b_enc, g_w_dec.expect("a set"), g_b_dec])
     }
 
     /// Adam on every parameter; decoder rows lose their gradient's component along themselves

@@ -20,7 +20,6 @@ pub mod autointerp;
 pub mod basis;
 pub mod cache;
 pub mod corpus;
-pub mod dense_topk;
 pub mod device;
 pub mod error;
 pub mod examples;
@@ -34,6 +33,7 @@ pub mod report;
 pub mod run;
 pub mod sae;
 pub mod source;
+pub mod sparse_ops;
 pub mod topk;
 pub mod train;
 

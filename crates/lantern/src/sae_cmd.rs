@@ -220,6 +220,12 @@ pub struct BenchArgs {
     /// mantissas in the products). Off: exact f32, as PyTorch's default.
     #[arg(long)]
     tf32: bool,
+    /// Train with Multi-TopK (its 4k codes decoded too).
+    #[arg(long)]
+    multi_topk: bool,
+    /// Tokens without firing after which a latent is dead (AuxK trains the dead ones).
+    #[arg(long, default_value_t = 10_000_000)]
+    dead_tokens: u64,
 }
 
 pub fn run(cmd: SaeCmd, json: bool) -> Result<()> {
@@ -460,7 +466,12 @@ fn bench(a: BenchArgs, json: bool) -> Result<()> {
             (-2.0 * u.ln()).sqrt() * (std::f32::consts::TAU * v).cos()
         })
         .collect();
-    let mut tr = Trainer::new(Sae::init(cfg, 0)?, TrainConfig::default());
+    cfg.multi_topk = a.multi_topk;
+    let train = TrainConfig {
+        dead_tokens: a.dead_tokens,
+        ..TrainConfig::default()
+    };
+    let mut tr = Trainer::new(Sae::init(cfg, 0)?, train);
     candle_core::cuda::set_gemm_reduced_precision_f32(a.tf32);
     let (secs, last) = match lantern_sae::device::parse_device(&a.device)? {
         None => pool.install(|| time_steps(a.warmup, a.steps, || Ok(tr.train_step(&x))))?,
@@ -481,7 +492,8 @@ fn bench(a: BenchArgs, json: bool) -> Result<()> {
         &json!({
             "tok_s": tok_s, "threads": threads, "seconds_per_step": secs / a.steps.max(1) as f64,
             "device": a.device, "tf32": a.tf32,
-            "fvu": last.fvu, "l0": last.l0,
+            "fvu": last.fvu, "l0": last.l0, "loss": last.loss, "auxk_loss": last.auxk_loss,
+            "multi_topk_fvu": last.multi_topk_fvu, "dead_frac": last.dead_frac,
             "encoder_gflop_s": tok_s * 2.0 * (a.d_in * a.latents) as f64 / 1e9,
         }),
         json,
