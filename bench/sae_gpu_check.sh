@@ -29,10 +29,11 @@ echo "LD_LIBRARY_PATH=$LD_LIBRARY_PATH"
 ldd "$bin" | grep -E 'libcuda|cublas|curand|nvrtc|cudart|not found'
 
 echo "== 1. the GPU step against the CPU trainer (plain TopK; with Multi-TopK and AuxK)"
-for extra in "" "--multi-topk --dead-tokens 2048"; do
+# k 4 of 2304 latents over 1024 rows leaves latents unfired in a step: dead after 1024 tokens.
+for extra in "--k 32" "--k 4 --multi-topk --dead-tokens 1024"; do
     for dev in cpu cuda; do
         # shellcheck disable=SC2086
-        "$bin" sae bench --device "$dev" --d-in 576 --latents 2304 --k 32 --batch 1024 \
+        "$bin" sae bench --device "$dev" --d-in 576 --latents 2304 --batch 1024 \
             --steps 5 --warmup 0 $extra --json
     done
 done | tee "$out/agree.jsonl"
