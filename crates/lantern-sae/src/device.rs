@@ -11,11 +11,11 @@
 //! Covered: TopK with AuxK and Multi-TopK, untied weights, unit-norm decoder rows (or free ones).
 //! BatchTopK, ReLU + L1 and tied weights train on the CPU trainer.
 
-use candle_core::{DType, Device, Tensor, D};
+use candle_core::{DType, Device, Tensor};
 
 use crate::error::{Result, SaeError};
 use crate::sae::{Activation, Sae, SaeConfig};
-use crate::sparse_ops::{gather_rows, rows_dot, scatter_rows, top_k_indices};
+use crate::sparse_ops::{adam_step, gather_rows, pick_top_k, rows_dot, scatter_rows, Adam};
 use crate::topk::batch_candidates;
 use crate::train::{aux_k, StepStats, TrainConfig, Trainer};
 
@@ -56,14 +56,8 @@ pub fn check(c: &SaeConfig) -> Result<()> {
     Ok(())
 }
 
-/// Adam moments of one parameter tensor.
-struct Moments {
-    m: Tensor,
-    v: Tensor,
-}
-
-/// One decoded set of codes: a dense `[rows, num_latents]` matrix of activations, the loss's
-/// gradient with respect to its decode, and whether that decode adds `b_dec`.
+/// One decoded set of codes, the loss's gradient with respect to its decode, and whether that
+/// decode adds `b_dec`.
 struct Set {
     codes: Codes,
     out_grad: Tensor,
@@ -79,11 +73,10 @@ struct Codes {
 }
 
 impl Codes {
-    /// Each row's top `k` of `pre` (already ReLU'd; `-inf` where a latent may not be taken:
-    /// such a pick, made only when too few may, decodes as nothing).
-    fn top_k(pre: &Tensor, k: usize) -> Result<Codes> {
-        let idx = top_k_indices(pre, k)?;
-        let val = pre.gather(&idx, 1)?.relu()?;
+    /// Each row's top `k` of `relu(raw + b_enc)` among the `allowed` latents (1.0; a pick made
+    /// among the others, when too few are allowed, has activation 0 and decodes as nothing).
+    fn top_k(raw: &Tensor, b_enc: &Tensor, allowed: &Tensor, k: usize) -> Result<Codes> {
+        let (val, idx) = pick_top_k(raw, b_enc, allowed, k)?;
         Ok(Codes {
             fired: val.gt(0f32)?.to_dtype(DType::F32)?,
             idx,
@@ -114,14 +107,22 @@ fn col_sums(m: &Tensor) -> Result<Tensor> {
     Ok(ones.matmul(m)?.squeeze(0)?)
 }
 
+/// The sum of squares of a `[rows, cols]` matrix, through its column sums (candle's sum over
+/// every element runs in few blocks).
+fn sum_sq(m: &Tensor) -> Result<Tensor> {
+    Ok(col_sums(&m.sqr()?)?.sum_all()?)
+}
+
 /// A TopK SAE and its Adam state as tensors on one device.
 pub struct DeviceTrainer {
     pub device: Device,
     pub cfg: TrainConfig,
     sae_cfg: SaeConfig,
-    /// `w_enc`, `b_enc`, `w_dec`, `b_dec`, as in [`Sae`].
-    params: [Tensor; 4],
-    adam: [Moments; 4],
+    /// Per parameter (`w_enc`, `b_enc`, `w_dec`, `b_dec`, as in [`Sae`]): `[3, len]`, the
+    /// parameter then Adam's two moments, which one fused kernel updates together.
+    state: [Tensor; 4],
+    /// Every latent allowed (the mask of a plain top-k pick).
+    all_latents: Tensor,
     pub step: u64,
     pub tokens: u64,
     /// Tokens since each latent last fired (kept on the host: one small copy per step).
@@ -133,54 +134,57 @@ impl DeviceTrainer {
     pub fn from_trainer(t: &Trainer, device: &Device) -> Result<DeviceTrainer> {
         let c = &t.sae.cfg;
         check(c)?;
-        let (n, d) = (c.num_latents, c.d_in);
-        let up = |v: &[f32], shape: &[usize]| Tensor::from_slice(v, shape, device);
+        let n = c.num_latents;
         let s = &t.sae;
-        let params = [
-            up(&s.w_enc, &[n, d])?,
-            up(&s.b_enc, &[n])?,
-            up(&s.w_dec, &[n, d])?,
-            up(&s.b_dec, &[d])?,
-        ];
-        let moments = |i: usize, shape: &[usize]| -> Result<Moments> {
+        let params = [&s.w_enc, &s.b_enc, &s.w_dec, &s.b_dec];
+        let mut state = Vec::with_capacity(4);
+        for (i, p) in params.into_iter().enumerate() {
             let (m, v) = t.moments(i);
-            Ok(Moments {
-                m: up(m, shape)?,
-                v: up(v, shape)?,
-            })
-        };
-        let adam = [
-            moments(0, &[n, d])?,
-            moments(1, &[n])?,
-            moments(2, &[n, d])?,
-            moments(3, &[d])?,
-        ];
+            let packed = [p.as_slice(), m, v].concat();
+            state.push(Tensor::from_vec(packed, (3, p.len()), device)?);
+        }
+        let state: [Tensor; 4] = state.try_into().expect("four parameters");
         Ok(DeviceTrainer {
             device: device.clone(),
             cfg: t.cfg.clone(),
             sae_cfg: c.clone(),
-            params,
-            adam,
+            state,
+            all_latents: Tensor::ones(n, DType::F32, device)?,
             step: t.step,
             tokens: t.tokens,
             since_fired: t.since_fired.clone(),
         })
     }
 
+    /// Parameter `i` (`w_enc`, `b_enc`, `w_dec`, `b_dec`) in its own shape.
+    fn param(&self, i: usize) -> Result<Tensor> {
+        let (n, d) = (self.sae_cfg.num_latents, self.sae_cfg.d_in);
+        let p = self.state[i].get(0)?;
+        Ok(match i {
+            0 | 2 => p.reshape((n, d))?,
+            _ => p,
+        })
+    }
+
     /// Copies everything back into a CPU trainer (to save a checkpoint or evaluate).
     pub fn to_trainer(&self) -> Result<Trainer> {
-        let down = |t: &Tensor| t.flatten_all()?.to_vec1::<f32>();
-        let [we, be, wd, bd] = &self.params;
+        let mut parts = Vec::with_capacity(4);
+        for st in &self.state {
+            let [p, m, v]: [Vec<f32>; 3] = st.to_vec2::<f32>()?.try_into().expect("three rows");
+            parts.push((p, m, v));
+        }
+        let [we, be, wd, bd]: [(Vec<f32>, Vec<f32>, Vec<f32>); 4] =
+            parts.try_into().expect("four parameters");
         let sae = Sae {
             cfg: self.sae_cfg.clone(),
-            w_enc: down(we)?,
-            b_enc: down(be)?,
-            w_dec: down(wd)?,
-            b_dec: down(bd)?,
+            w_enc: we.0.clone(),
+            b_enc: be.0.clone(),
+            w_dec: wd.0.clone(),
+            b_dec: bd.0.clone(),
         };
         let mut t = Trainer::new(sae, self.cfg.clone());
-        for (i, m) in self.adam.iter().enumerate() {
-            t.set_moments(i, down(&m.m)?, down(&m.v)?);
+        for (i, (_, m, v)) in [we, be, wd, bd].into_iter().enumerate() {
+            t.set_moments(i, m, v);
         }
         t.step = self.step;
         t.tokens = self.tokens;
@@ -258,15 +262,16 @@ impl DeviceTrainer {
     fn forward(&self, x: &Tensor) -> Result<(Vec<Set>, Tensor, Pending)> {
         let rows = x.dims2()?.0;
         let (n, k) = (self.sae_cfg.num_latents, self.sae_cfg.k);
-        let [w_enc, b_enc, w_dec, b_dec] = &self.params;
+        let (w_enc, b_enc) = (self.param(0)?, self.param(1)?);
+        let (w_dec, b_dec) = (self.param(2)?, self.param(3)?);
         let mean = col_sums(x)?.affine(1.0 / rows as f64, 0.0)?;
-        let tv = x.broadcast_sub(&mean)?.sqr()?.sum_all()?;
+        let tv = sum_sq(&x.broadcast_sub(&mean)?)?;
         // d FVU / d output = 2 err / tv.
         let two_over_tv = tv.clamp(1e-12f32, f32::MAX)?.recip()?.affine(2.0, 0.0)?;
-        let centered = x.broadcast_sub(b_dec)?;
-        let pre = centered.matmul(&w_enc.t()?)?.broadcast_add(b_enc)?.relu()?;
-        let codes = Codes::top_k(&pre, k)?;
-        let err = (codes.decode(w_dec)?.broadcast_add(b_dec)? - x)?;
+        let centered = x.broadcast_sub(&b_dec)?;
+        let raw = centered.matmul(&w_enc.t()?)?;
+        let codes = Codes::top_k(&raw, &b_enc, &self.all_latents, k)?;
+        let err = (codes.decode(&w_dec)?.broadcast_add(&b_dec)? - x)?;
         let ones = Tensor::ones((rows, 1), DType::F32, &self.device)?;
         let counts = scatter_rows(&codes.idx, &codes.fired, &ones, n)?.squeeze(1)?;
         let main = Set {
@@ -275,12 +280,12 @@ impl DeviceTrainer {
             adds_b_dec: true,
         };
         let zero = Tensor::zeros((), DType::F32, &self.device)?;
-        let mut scalars = [tv, err.sqr()?.sum_all()?, zero.clone(), zero];
+        let mut scalars = [tv, sum_sq(&err)?, zero.clone(), zero];
         let mut sets = vec![main];
         if self.sae_cfg.multi_topk {
-            let multi = Codes::top_k(&pre, batch_candidates(n, k))?;
-            let e4 = (multi.decode(w_dec)?.broadcast_add(b_dec)? - x)?;
-            scalars[2] = e4.sqr()?.sum_all()?;
+            let multi = Codes::top_k(&raw, &b_enc, &self.all_latents, batch_candidates(n, k))?;
+            let e4 = (multi.decode(&w_dec)?.broadcast_add(&b_dec)? - x)?;
+            scalars[2] = sum_sq(&e4)?;
             sets.push(Set {
                 codes: multi,
                 out_grad: e4.broadcast_mul(&two_over_tv.affine(1.0 / 8.0, 0.0)?)?,
@@ -288,7 +293,7 @@ impl DeviceTrainer {
             });
         }
         let mut aux_coef = 0.0;
-        if let Some((aux, gap_sq, coef)) = self.aux_set(&pre, &err, &two_over_tv)? {
+        if let Some((aux, gap_sq, coef)) = self.aux_set(&raw, &err, &two_over_tv)? {
             scalars[3] = gap_sq;
             aux_coef = coef;
             sets.push(aux);
@@ -306,7 +311,7 @@ impl DeviceTrainer {
     /// error (on the device) and that loss's coefficient in the total.
     fn aux_set(
         &self,
-        pre: &Tensor,
+        raw: &Tensor,
         err: &Tensor,
         two_over_tv: &Tensor,
     ) -> Result<Option<(Set, Tensor, f32)>> {
@@ -315,20 +320,18 @@ impl DeviceTrainer {
         if self.cfg.auxk_alpha <= 0.0 || num_dead == 0 {
             return Ok(None);
         }
-        let (rows, n) = pre.dims2()?;
         let d = self.sae_cfg.d_in;
-        let mask: Vec<u8> = dead.iter().map(|&m| u8::from(m)).collect();
-        let mask = Tensor::from_vec(mask, (1, n), &self.device)?.broadcast_as((rows, n))?;
-        let neg = Tensor::full(f32::NEG_INFINITY, (rows, n), &self.device)?;
-        let aux = Codes::top_k(&mask.where_cond(pre, &neg)?, aux_k(d).min(num_dead))?;
-        let gap = (aux.decode(&self.params[2])? + err)?;
+        let mask: Vec<f32> = dead.iter().map(|&m| f32::from(u8::from(m))).collect();
+        let mask = Tensor::from_vec(mask, dead.len(), &self.device)?;
+        let aux = Codes::top_k(raw, &self.param(1)?, &mask, aux_k(d).min(num_dead))?;
+        let gap = (aux.decode(&self.param(2)?)? + err)?;
         let c = self.cfg.auxk_alpha * (num_dead as f32 / aux_k(d) as f32).min(1.0);
         let set = Set {
             codes: aux,
             out_grad: gap.broadcast_mul(&two_over_tv.affine(c as f64, 0.0)?)?,
             adds_b_dec: false,
         };
-        Ok(Some((set, gap.sqr()?.sum_all()?, c)))
+        Ok(Some((set, sum_sq(&gap)?, c)))
     }
 
     /// Updates the tokens-since-fired counters from each latent's firing count in the batch.
@@ -346,7 +349,7 @@ impl DeviceTrainer {
     /// row (its activation times the output gradient) and one encoder row (its own gradient,
     /// the output gradient's dot with its decoder row, times the encoder's input).
     fn grads(&self, sets: &[Set], centered: &Tensor) -> Result<[Tensor; 4]> {
-        let [w_enc, _, w_dec, _] = &self.params;
+        let (w_enc, w_dec) = (&self.param(0)?, &self.param(2)?);
         let n = self.sae_cfg.num_latents;
         let ones = Tensor::ones((centered.dim(0)?, 1), DType::F32, &self.device)?;
         let mut g = [None, None, None, None];
@@ -377,37 +380,23 @@ impl DeviceTrainer {
     }
 
     /// Adam on every parameter; decoder rows lose their gradient's component along themselves
-    /// before the step and go back to unit norm after it.
-    fn apply(&mut self, mut grads: [Tensor; 4], lr: f32) -> Result<()> {
+    /// before the step and go back to unit norm after it (one fused kernel per parameter).
+    fn apply(&mut self, grads: [Tensor; 4], lr: f32) -> Result<()> {
         self.step += 1;
-        let unit = self.sae_cfg.normalize_decoder;
-        if unit {
-            let w = &self.params[2];
-            let along = (&grads[2] * w)?.sum_keepdim(1)?;
-            grads[2] = (&grads[2] - w.broadcast_mul(&along)?)?;
-        }
         let c = &self.cfg;
         let t = self.step as i32;
         let (bc1, bc2) = (1.0 - c.beta1.powi(t), 1.0 - c.beta2.powi(t));
-        for ((p, m), g) in self.params.iter_mut().zip(&mut self.adam).zip(&grads) {
-            m.m = (m.m.affine(c.beta1 as f64, 0.0)? + g.affine((1.0 - c.beta1) as f64, 0.0)?)?;
-            m.v = (m.v.affine(c.beta2 as f64, 0.0)?
-                + g.sqr()?.affine((1.0 - c.beta2) as f64, 0.0)?)?;
-            let denom =
-                m.v.affine(1.0 / bc2 as f64, 0.0)?
-                    .sqrt()?
-                    .affine(1.0, c.eps as f64)?;
-            let update = (&m.m / denom)?.affine((lr / bc1) as f64, 0.0)?;
-            *p = (&*p - update)?;
-        }
-        if unit {
-            let w = &self.params[2];
-            let norm = w
-                .sqr()?
-                .sum_keepdim(D::Minus1)?
-                .sqrt()?
-                .affine(1.0, 1e-12)?;
-            self.params[2] = w.broadcast_div(&norm)?;
+        let d = self.sae_cfg.d_in;
+        for (i, (st, g)) in self.state.iter_mut().zip(&grads).enumerate() {
+            let adam = Adam {
+                beta1: c.beta1,
+                beta2: c.beta2,
+                eps: c.eps,
+                step: lr / bc1,
+                bc2,
+                unit_rows: (i == 2 && self.sae_cfg.normalize_decoder).then_some(d),
+            };
+            *st = adam_step(st, g, adam)?;
         }
         Ok(())
     }

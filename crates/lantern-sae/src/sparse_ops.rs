@@ -14,18 +14,76 @@
 //!
 //! The CUDA source is compiled by NVRTC the first time one of them runs on a GPU.
 
-use candle_core::{CpuStorage, CustomOp1, CustomOp3, DType, Layout, Shape, Tensor};
+use candle_core::{CpuStorage, CustomOp3, DType, Layout, Shape, Tensor};
 
 type CResult<T> = candle_core::Result<T>;
 
-/// Each row of `pre` `[rows, n]` (f32): the columns of its `k` largest entries (u32 `[rows, k]`,
-/// in no particular order; ties at the k-th value broken arbitrarily).
-pub fn top_k_indices(pre: &Tensor, k: usize) -> CResult<Tensor> {
-    let n = pre.dims2()?.1;
+/// Each row's top `k` of `max(raw + bias, 0)` over the columns `allowed` (1.0) marks, for
+/// `raw` `[rows, n]`, `bias` and `allowed` `[n]`: `(val, idx)`, both `[rows, k]` (f32, u32), in
+/// no particular order. Ties at the k-th value are broken arbitrarily; when fewer than k columns
+/// are allowed, the rest are picked among the others with value 0.
+pub fn pick_top_k(
+    raw: &Tensor,
+    bias: &Tensor,
+    allowed: &Tensor,
+    k: usize,
+) -> CResult<(Tensor, Tensor)> {
+    let (rows, n) = raw.dims2()?;
     if k == 0 || k > n {
         candle_core::bail!("top-k: k = {k} of {n} columns");
     }
-    pre.contiguous()?.apply_op1_no_bwd(&TopK { k })
+    if bias.dims() != [n] || allowed.dims() != [n] {
+        candle_core::bail!(
+            "top-k: bias {:?} and mask {:?} for {n} columns",
+            bias.dims(),
+            allowed.dims()
+        );
+    }
+    // One output, [values | indices as f32] (exact: indices stay below 2^24).
+    if n >= 1 << 24 {
+        candle_core::bail!("top-k: {n} columns, at most 2^24 supported");
+    }
+    let packed = raw.contiguous()?.apply_op3_no_bwd(
+        &bias.contiguous()?,
+        &allowed.contiguous()?,
+        &Pick { k },
+    )?;
+    let val = packed.narrow(1, 0, k)?.contiguous()?;
+    let idx = packed.narrow(1, k, k)?.to_dtype(DType::U32)?;
+    debug_assert_eq!(idx.dims(), [rows, k]);
+    Ok((val, idx))
+}
+
+/// One Adam step on a parameter kept as `state` `[3, len]` (the parameter, then Adam's first
+/// and second moments) with gradient `g` `[len]`: the new state. With `unit_rows = Some(d)` the
+/// parameter is a matrix of unit-norm rows of `d`: each row's gradient loses its component along
+/// the row first and the row goes back to unit norm after (the decoder's constraint).
+pub fn adam_step(state: &Tensor, g: &Tensor, adam: Adam) -> CResult<Tensor> {
+    let len = g.elem_count();
+    if state.dims() != [3, len] {
+        candle_core::bail!("adam: state {:?} for a gradient of {len}", state.dims());
+    }
+    if adam
+        .unit_rows
+        .is_some_and(|d| d == 0 || !len.is_multiple_of(d))
+    {
+        candle_core::bail!("adam: rows of {:?} do not tile {len}", adam.unit_rows);
+    }
+    state
+        .contiguous()?
+        .apply_op2_no_bwd(&g.flatten_all()?.contiguous()?, &adam)
+}
+
+/// The constants of one Adam step: `p -= step * m / (sqrt(v / bc2) + eps)` with the moments
+/// updated first (`step` is the learning rate over the first moment's bias correction).
+#[derive(Debug, Clone, Copy)]
+pub struct Adam {
+    pub beta1: f32,
+    pub beta2: f32,
+    pub eps: f32,
+    pub step: f32,
+    pub bc2: f32,
+    pub unit_rows: Option<usize>,
 }
 
 /// `out[r] = Σ_j val[r, j] w[idx[r, j]]`: `[rows, d]` from `idx`, `val` `[rows, k]` and `w`
@@ -72,7 +130,7 @@ fn apply(op: Op, idx: &Tensor, a: &Tensor, b: &Tensor) -> CResult<Tensor> {
         .apply_op3_no_bwd(&a.contiguous()?, &b.contiguous()?, &op)
 }
 
-struct TopK {
+struct Pick {
     k: usize,
 }
 
@@ -90,33 +148,120 @@ fn slice<'a, T: candle_core::WithDType>(s: &'a CpuStorage, l: &Layout) -> CResul
     Ok(&s.as_slice::<T>()?[start..end])
 }
 
-impl CustomOp1 for TopK {
+impl CustomOp3 for Pick {
     fn name(&self) -> &'static str {
-        "top-k-indices"
+        "pick-top-k"
     }
 
-    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> CResult<(CpuStorage, Shape)> {
-        let (rows, n) = layout.shape().dims2()?;
-        let x = slice::<f32>(storage, layout)?;
-        let mut out = Vec::with_capacity(rows * self.k);
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> CResult<(CpuStorage, Shape)> {
+        let (rows, n) = l1.shape().dims2()?;
+        let (raw, bias) = (slice::<f32>(s1, l1)?, slice::<f32>(s2, l2)?);
+        let allowed = slice::<f32>(s3, l3)?;
+        let k = self.k;
+        let mut out = vec![0f32; rows * 2 * k];
+        let mut vals = vec![0f32; n];
         let mut order: Vec<u32> = Vec::with_capacity(n);
-        for row in x.chunks_exact(n) {
+        for (row, o) in raw.chunks_exact(n).zip(out.chunks_exact_mut(2 * k)) {
+            for j in 0..n {
+                vals[j] = if allowed[j] > 0.0 {
+                    (row[j] + bias[j]).max(0.0)
+                } else {
+                    f32::NEG_INFINITY
+                };
+            }
             order.clear();
             order.extend(0..n as u32);
-            let by_value = |a: &u32, b: &u32| row[*b as usize].total_cmp(&row[*a as usize]);
-            order.select_nth_unstable_by(self.k - 1, by_value);
-            out.extend_from_slice(&order[..self.k]);
+            let by_value = |a: &u32, b: &u32| vals[*b as usize].total_cmp(&vals[*a as usize]);
+            order.select_nth_unstable_by(k - 1, by_value);
+            for (s, &j) in order[..k].iter().enumerate() {
+                o[s] = vals[j as usize].max(0.0);
+                o[k + s] = j as f32;
+            }
         }
-        Ok((CpuStorage::U32(out), Shape::from((rows, self.k))))
+        Ok((CpuStorage::F32(out), Shape::from((rows, 2 * k))))
     }
 
     #[cfg(feature = "cuda")]
     fn cuda_fwd(
         &self,
-        storage: &candle_core::CudaStorage,
-        layout: &Layout,
+        s1: &candle_core::CudaStorage,
+        l1: &Layout,
+        s2: &candle_core::CudaStorage,
+        l2: &Layout,
+        s3: &candle_core::CudaStorage,
+        l3: &Layout,
     ) -> CResult<(candle_core::CudaStorage, Shape)> {
-        cuda::top_k(self.k, storage, layout)
+        cuda::pick(self.k, (s1, l1), (s2, l2), (s3, l3))
+    }
+}
+
+impl Adam {
+    /// The CPU kernel: one row (or the whole parameter when rows are free) at a time.
+    fn cpu(&self, state: &[f32], g: &[f32]) -> Vec<f32> {
+        let len = g.len();
+        let mut out = state.to_vec();
+        let (p, rest) = out.split_at_mut(len);
+        let (m, v) = rest.split_at_mut(len);
+        let row = self.unit_rows.unwrap_or(len.max(1));
+        let chunks = p
+            .chunks_mut(row)
+            .zip(m.chunks_mut(row))
+            .zip(v.chunks_mut(row));
+        for (((p, m), v), g) in chunks.zip(g.chunks(row)) {
+            let along = match self.unit_rows {
+                Some(_) => g.iter().zip(p.iter()).map(|(g, p)| g * p).sum(),
+                None => 0.0,
+            };
+            for i in 0..p.len() {
+                let gi = g[i] - along * p[i];
+                m[i] = self.beta1 * m[i] + (1.0 - self.beta1) * gi;
+                v[i] = self.beta2 * v[i] + (1.0 - self.beta2) * gi * gi;
+                p[i] -= self.step * m[i] / ((v[i] / self.bc2).sqrt() + self.eps);
+            }
+            if self.unit_rows.is_some() {
+                let norm = p.iter().map(|x| x * x).sum::<f32>().sqrt();
+                if norm > 0.0 {
+                    p.iter_mut().for_each(|x| *x /= norm);
+                }
+            }
+        }
+        out
+    }
+}
+
+impl candle_core::CustomOp2 for Adam {
+    fn name(&self) -> &'static str {
+        "adam"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> CResult<(CpuStorage, Shape)> {
+        let out = self.cpu(slice::<f32>(s1, l1)?, slice::<f32>(s2, l2)?);
+        Ok((CpuStorage::F32(out), l1.shape().clone()))
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        s1: &candle_core::CudaStorage,
+        l1: &Layout,
+        s2: &candle_core::CudaStorage,
+        l2: &Layout,
+    ) -> CResult<(candle_core::CudaStorage, Shape)> {
+        cuda::adam(self, (s1, l1), (s2, l2))
     }
 }
 
@@ -238,7 +383,7 @@ mod cuda {
     use super::{CResult, Op};
 
     /// `float_key`: keys that order like the floats (flip every bit of a negative, the sign bit
-    /// of the rest). In `top_k_indices_f32`, `hist` counts, per pass, the next digit of the keys
+    /// of the rest). In `pick_top_k_f32`, `hist` counts, per pass, the next digit of the keys
     /// that match the digits found so far; thread 0 then finds the digit of the k-th largest.
     const SRC: &str = r#"
 __device__ __forceinline__ unsigned int float_key(float v) {
@@ -246,11 +391,18 @@ __device__ __forceinline__ unsigned int float_key(float v) {
     return (b & 0x80000000u) ? ~b : (b | 0x80000000u);
 }
 
-extern "C" __global__ void top_k_indices_f32(const float *pre, unsigned int *idx, int n, int k) {
+__device__ __forceinline__ float pick_value(const float *raw, const float *bias,
+                                            const float *allowed, int i) {
+    return allowed[i] > 0.0f ? fmaxf(raw[i] + bias[i], 0.0f) : -INFINITY;
+}
+
+extern "C" __global__ void pick_top_k_f32(const float *raw_all, const float *bias,
+                                          const float *allowed, float *out, int n, int k) {
     __shared__ unsigned int hist[256];
     __shared__ unsigned int prefix, mask, remaining, above_at, equal_at;
-    const float *x = pre + (size_t)blockIdx.x * n;
-    unsigned int *o = idx + (size_t)blockIdx.x * k;
+    const float *raw = raw_all + (size_t)blockIdx.x * n;
+    float *val = out + (size_t)blockIdx.x * 2 * k;
+    float *col = val + k;
     if (threadIdx.x == 0) { prefix = 0; mask = 0; remaining = k; above_at = 0; equal_at = 0; }
     __syncthreads();
     for (int shift = 24; shift >= 0; shift -= 8) {
@@ -258,7 +410,7 @@ extern "C" __global__ void top_k_indices_f32(const float *pre, unsigned int *idx
         __syncthreads();
         unsigned int p = prefix, m = mask;
         for (int i = threadIdx.x; i < n; i += blockDim.x) {
-            unsigned int key = float_key(x[i]);
+            unsigned int key = float_key(pick_value(raw, bias, allowed, i));
             if ((key & m) == p) atomicAdd(&hist[(key >> shift) & 255u], 1u);
         }
         __syncthreads();
@@ -277,13 +429,60 @@ extern "C" __global__ void top_k_indices_f32(const float *pre, unsigned int *idx
     }
     unsigned int t = prefix, equal = remaining, n_above = k - remaining;
     for (int i = threadIdx.x; i < n; i += blockDim.x) {
-        unsigned int key = float_key(x[i]);
+        float v = pick_value(raw, bias, allowed, i);
+        unsigned int key = float_key(v);
+        int slot = -1;
         if (key > t) {
-            o[atomicAdd(&above_at, 1u)] = i;
+            slot = atomicAdd(&above_at, 1u);
         } else if (key == t) {
             unsigned int s = atomicAdd(&equal_at, 1u);
-            if (s < equal) o[n_above + s] = i;
+            if (s < equal) slot = n_above + s;
         }
+        if (slot >= 0) { val[slot] = fmaxf(v, 0.0f); col[slot] = (float)i; }
+    }
+}
+
+/// The sum of `x` over the block (every thread gets it); `red` holds 32 floats.
+__device__ float block_sum(float x, float *red) {
+    for (int o = 16; o > 0; o >>= 1) x += __shfl_down_sync(0xffffffffu, x, o);
+    int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    __syncthreads();
+    if (lane == 0) red[warp] = x;
+    __syncthreads();
+    float total = 0.0f;
+    for (int w = 0; w < (blockDim.x + 31) / 32; ++w) total += red[w];
+    return total;
+}
+
+extern "C" __global__ void adam_f32(const float *state, const float *g, float *out, int len,
+                                    int row, int unit, float b1, float b2, float eps,
+                                    float step, float bc2) {
+    __shared__ float red[32];
+    int start = blockIdx.x * row;
+    int end = min(start + row, len);
+    const float *p = state, *m = state + len, *v = state + 2 * (size_t)len;
+    float *po = out, *mo = out + len, *vo = out + 2 * (size_t)len;
+    float along = 0.0f;
+    if (unit) {
+        float s = 0.0f;
+        for (int i = start + threadIdx.x; i < end; i += blockDim.x) s += g[i] * p[i];
+        along = block_sum(s, red);
+    }
+    float sq = 0.0f;
+    for (int i = start + threadIdx.x; i < end; i += blockDim.x) {
+        float gi = g[i] - along * p[i];
+        float mi = b1 * m[i] + (1.0f - b1) * gi;
+        float vi = b2 * v[i] + (1.0f - b2) * gi * gi;
+        float pi = p[i] - step * mi / (sqrtf(vi / bc2) + eps);
+        mo[i] = mi;
+        vo[i] = vi;
+        po[i] = pi;
+        sq += pi * pi;
+    }
+    if (unit) {
+        float norm = sqrtf(block_sum(sq, red));
+        if (norm > 0.0f)
+            for (int i = start + threadIdx.x; i < end; i += blockDim.x) po[i] /= norm;
     }
 }
 
@@ -352,27 +551,74 @@ extern "C" __global__ void scatter_rows_f32(const unsigned int *idx, const float
         (d.div_ceil(32) * 32).clamp(32, 1024) as u32
     }
 
-    pub fn top_k(k: usize, s: &CudaStorage, l: &Layout) -> CResult<(CudaStorage, Shape)> {
-        let (rows, n) = l.shape().dims2()?;
-        let dev = s.device().clone();
-        let x = view::<f32>(s, l)?;
-        // SAFETY: the kernel writes all rows * k entries.
-        let out: CudaSlice<u32> = unsafe { dev.alloc::<u32>(rows * k)? };
-        let func = dev.get_or_load_custom_func("top_k_indices_f32", MODULE, ptx()?)?;
-        let cfg = LaunchConfig {
+    fn launch(rows: usize, block: u32) -> LaunchConfig {
+        LaunchConfig {
             grid_dim: (rows as u32, 1, 1),
-            block_dim: (256, 1, 1),
+            block_dim: (block, 1, 1),
             shared_mem_bytes: 0,
-        };
+        }
+    }
+
+    pub fn pick(
+        k: usize,
+        (s1, l1): (&CudaStorage, &Layout),
+        (s2, l2): (&CudaStorage, &Layout),
+        (s3, l3): (&CudaStorage, &Layout),
+    ) -> CResult<(CudaStorage, Shape)> {
+        let (rows, n) = l1.shape().dims2()?;
+        let dev = s1.device().clone();
+        let (raw, bias, allowed) = (
+            view::<f32>(s1, l1)?,
+            view::<f32>(s2, l2)?,
+            view::<f32>(s3, l3)?,
+        );
+        // SAFETY: the kernel writes all rows * 2k entries.
+        let out: CudaSlice<f32> = unsafe { dev.alloc::<f32>(rows * 2 * k)? };
+        let func = dev.get_or_load_custom_func("pick_top_k_f32", MODULE, ptx()?)?;
         let (n, k32) = (n as i32, k as i32);
         let mut b = func.builder();
-        b.arg(&x).arg(&out).arg(&n).arg(&k32);
-        // SAFETY: reads rows * n floats, writes rows * k indices.
-        unsafe { b.launch(cfg) }.w()?;
+        b.arg(&raw)
+            .arg(&bias)
+            .arg(&allowed)
+            .arg(&out)
+            .arg(&n)
+            .arg(&k32);
+        // SAFETY: reads rows * n floats and two vectors of n, writes rows * 2k.
+        unsafe { b.launch(launch(rows, 256)) }.w()?;
         Ok((
             CudaStorage::wrap_cuda_slice(out, dev),
-            Shape::from((rows, k)),
+            Shape::from((rows, 2 * k)),
         ))
+    }
+
+    pub fn adam(
+        a: &super::Adam,
+        (s1, l1): (&CudaStorage, &Layout),
+        (s2, l2): (&CudaStorage, &Layout),
+    ) -> CResult<(CudaStorage, Shape)> {
+        let len = l2.shape().elem_count();
+        let dev = s1.device().clone();
+        let (state, g) = (view::<f32>(s1, l1)?, view::<f32>(s2, l2)?);
+        // SAFETY: the kernel writes all 3 * len entries.
+        let out: CudaSlice<f32> = unsafe { dev.alloc::<f32>(3 * len)? };
+        let func = dev.get_or_load_custom_func("adam_f32", MODULE, ptx()?)?;
+        let row = a.unit_rows.unwrap_or(4096);
+        let (len32, row32, unit) = (len as i32, row as i32, i32::from(a.unit_rows.is_some()));
+        let mut b = func.builder();
+        b.arg(&state)
+            .arg(&g)
+            .arg(&out)
+            .arg(&len32)
+            .arg(&row32)
+            .arg(&unit);
+        b.arg(&a.beta1)
+            .arg(&a.beta2)
+            .arg(&a.eps)
+            .arg(&a.step)
+            .arg(&a.bc2);
+        // SAFETY: reads 3 * len + len floats, writes 3 * len.
+        unsafe { b.launch(launch(len.div_ceil(row), block_for(row.min(1024)))) }.w()?;
+        Ok((CudaStorage::wrap_cuda_slice(out, dev), l1.shape().clone()))
     }
 
     pub fn sparse(
@@ -422,7 +668,7 @@ extern "C" __global__ void scatter_rows_f32(const unsigned int *idx, const float
             builder.arg(&pairs);
         }
         builder.arg(&k32).arg(&d32);
-        // SAFETY: every index was produced by top_k_indices for a matrix of the same width, and
+        // SAFETY: every index was produced by pick_top_k for a matrix of the same width, and
         // the sizes passed are the tensors' own.
         unsafe { builder.launch(cfg) }.w()?;
         Ok((CudaStorage::wrap_cuda_slice(out, dev), shape))
@@ -441,21 +687,101 @@ mod tests {
     }
 
     #[test]
-    fn top_k_indices_are_each_rows_k_largest() {
+    fn picks_each_rows_k_largest_allowed_values() {
         let (rows, n, k) = (9, 300, 7);
-        let x = rand_vec(rows * n, 3);
-        let t = Tensor::from_vec(x.clone(), (rows, n), &Device::Cpu).unwrap();
-        let idx = top_k_indices(&t, k).unwrap().to_vec2::<u32>().unwrap();
-        for (r, picked) in idx.iter().enumerate() {
-            let row = &x[r * n..(r + 1) * n];
-            let mut sorted = row.to_vec();
-            sorted.sort_by(|a, b| b.total_cmp(a));
-            let mut got: Vec<f32> = picked.iter().map(|&j| row[j as usize]).collect();
+        let raw = rand_vec(rows * n, 3);
+        let bias = rand_vec(n, 4);
+        let allowed: Vec<f32> = (0..n).map(|j| f32::from(j % 3 != 0)).collect();
+        let dev = Device::Cpu;
+        let t = |v: &Vec<f32>, s: &[usize]| Tensor::from_vec(v.clone(), s, &dev).unwrap();
+        let (val, idx) =
+            pick_top_k(&t(&raw, &[rows, n]), &t(&bias, &[n]), &t(&allowed, &[n]), k).unwrap();
+        let (val, idx) = (val.to_vec2::<f32>().unwrap(), idx.to_vec2::<u32>().unwrap());
+        for r in 0..rows {
+            let value = |j: usize| (raw[r * n + j] + bias[j]).max(0.0);
+            let mut want: Vec<f32> = (0..n).filter(|j| j % 3 != 0).map(value).collect();
+            want.sort_by(|a, b| b.total_cmp(a));
+            let mut got = val[r].clone();
+            for (&v, &j) in val[r].iter().zip(&idx[r]) {
+                assert_eq!(v, value(j as usize));
+                assert_ne!(j % 3, 0, "row {r}: a masked column was picked");
+            }
             got.sort_by(|a, b| b.total_cmp(a));
-            assert_eq!(got, sorted[..k].to_vec(), "row {r}");
+            assert_eq!(got, want[..k].to_vec(), "row {r}");
         }
-        assert!(top_k_indices(&t, n + 1).is_err());
-        assert!(top_k_indices(&t, 0).is_err());
+        // Too few allowed: the rest are picked with value 0.
+        let one: Vec<f32> = (0..n).map(|j| f32::from(j == 5)).collect();
+        let (val, idx) =
+            pick_top_k(&t(&raw, &[rows, n]), &t(&bias, &[n]), &t(&one, &[n]), 3).unwrap();
+        let (val, idx) = (val.to_vec2::<f32>().unwrap(), idx.to_vec2::<u32>().unwrap());
+        for (v, i) in val.iter().zip(&idx) {
+            assert!(i.contains(&5));
+            assert!(v.iter().filter(|&&x| x != 0.0).count() <= 1);
+        }
+        let x = t(&raw, &[rows, n]);
+        assert!(pick_top_k(&x, &t(&bias, &[n]), &t(&allowed, &[n]), n + 1).is_err());
+        assert!(pick_top_k(&x, &t(&bias, &[n]), &t(&allowed, &[n]), 0).is_err());
+        assert!(pick_top_k(&x, &t(&bias[..3].to_vec(), &[3]), &t(&allowed, &[n]), 2).is_err());
+    }
+
+    /// The Adam op against the CPU trainer's Adam, with and without unit rows.
+    #[test]
+    fn adam_matches_its_definition() {
+        let (rows, d) = (4, 6);
+        let len = rows * d;
+        let p = rand_vec(len, 7);
+        let g = rand_vec(len, 8);
+        let m = rand_vec(len, 9);
+        let v: Vec<f32> = rand_vec(len, 10).iter().map(|x| x.abs()).collect();
+        let state: Vec<f32> = [p.clone(), m.clone(), v.clone()].concat();
+        let dev = Device::Cpu;
+        let st = Tensor::from_vec(state, (3, len), &dev).unwrap();
+        let gt = Tensor::from_vec(g.clone(), len, &dev).unwrap();
+        let a = Adam {
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            step: 0.01,
+            bc2: 0.5,
+            unit_rows: None,
+        };
+        let out = adam_step(&st, &gt, a).unwrap().to_vec2::<f32>().unwrap();
+        for i in 0..len {
+            let mi = 0.9 * m[i] + 0.1 * g[i];
+            let vi = 0.999 * v[i] + 0.001 * g[i] * g[i];
+            let pi = p[i] - 0.01 * mi / ((vi / 0.5).sqrt() + 1e-8);
+            assert!((out[0][i] - pi).abs() < 1e-6 && (out[1][i] - mi).abs() < 1e-6);
+            assert!((out[2][i] - vi).abs() < 1e-6);
+        }
+        let unit = adam_step(
+            &st,
+            &gt,
+            Adam {
+                unit_rows: Some(d),
+                ..a
+            },
+        )
+        .unwrap();
+        let w = unit
+            .get(0)
+            .unwrap()
+            .reshape((rows, d))
+            .unwrap()
+            .to_vec2::<f32>()
+            .unwrap();
+        for r in &w {
+            let norm: f32 = r.iter().map(|x| x * x).sum::<f32>().sqrt();
+            assert!((norm - 1.0).abs() < 1e-5, "row norm {norm}");
+        }
+        assert!(adam_step(
+            &st,
+            &gt,
+            Adam {
+                unit_rows: Some(5),
+                ..a
+            }
+        )
+        .is_err());
     }
 
     /// The three products against their definitions, written out densely.
