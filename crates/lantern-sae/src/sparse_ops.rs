@@ -393,7 +393,7 @@ __device__ __forceinline__ unsigned int float_key(float v) {
 
 __device__ __forceinline__ float pick_value(const float *raw, const float *bias,
                                             const float *allowed, int i) {
-    return allowed[i] > 0.0f ? fmaxf(raw[i] + bias[i], 0.0f) : -INFINITY;
+    return allowed[i] > 0.0f ? fmaxf(raw[i] + bias[i], 0.0f) : __int_as_float(0xff800000);
 }
 
 extern "C" __global__ void pick_top_k_f32(const float *raw_all, const float *bias,
@@ -672,6 +672,11 @@ extern "C" __global__ void scatter_rows_f32(const unsigned int *idx, const float
         // the sizes passed are the tensors' own.
         unsafe { builder.launch(cfg) }.w()?;
         Ok((CudaStorage::wrap_cuda_slice(out, dev), shape))
+    }
+    #[test]
+    fn the_kernels_compile() {
+        // NVRTC has no math headers: what compiles under nvcc may not here.
+        ptx().unwrap();
     }
 }
 
