@@ -4,9 +4,10 @@
 //! the same step (the same loss, gradients, Adam and decoder-row constraint, so the two agree to
 //! rounding) as candle tensor operations: the encoder product is dense (cuBLAS on CUDA); the
 //! top-k selection, the decode and the backward are the sparse kernels of
-//! [`crate::sparse_ops`], which touch only the selected latents' rows; Adam is elementwise. It
-//! runs on `Device::Cpu` too, which is how the tests check it against the CPU trainer;
-//! `Device::new_cuda` needs the `cuda` feature.
+//! [`crate::sparse_ops`], which touch only the selected latents' rows, and Adam (with the
+//! decoder rows' constraint) is one fused kernel per parameter. It runs on `Device::Cpu` too,
+//! which is how the tests check it against the CPU trainer; `Device::new_cuda` needs the `cuda`
+//! feature.
 //!
 //! Covered: TopK with AuxK and Multi-TopK, untied weights, unit-norm decoder rows (or free ones).
 //! BatchTopK, ReLU + L1 and tied weights train on the CPU trainer.
