@@ -272,9 +272,9 @@ fn bad_input_gives_clear_errors() {
     assert!(err.contains("cfg.json"), "{err}");
 }
 
-#[test]
-fn bench_reports_throughput() {
-    let v = json_of(&lantern(&[
+/// `lantern sae bench` on a small SAE (d_in 64, 512 latents, k 8, 256 rows, 3 timed steps).
+fn small_bench(extra: &[&str]) -> Value {
+    let mut args = vec![
         "sae",
         "bench",
         "--json",
@@ -290,7 +290,14 @@ fn bench_reports_throughput() {
         "3",
         "--warmup",
         "1",
-    ]));
+    ];
+    args.extend_from_slice(extra);
+    json_of(&lantern(&args))
+}
+
+#[test]
+fn bench_reports_throughput() {
+    let v = small_bench(&[]);
     let tok_s = v["tok_s"].as_f64().unwrap();
     assert!(tok_s > 0.0);
     assert!(v["threads"].as_u64().unwrap() >= 1);
@@ -340,27 +347,7 @@ fn the_tensor_trainer_trains_the_same_sae_as_the_cpu_trainer() {
 
 #[test]
 fn bench_on_the_tensor_trainer_agrees_with_the_cpu_trainer() {
-    let run = |device: &str| {
-        json_of(&lantern(&[
-            "sae",
-            "bench",
-            "--json",
-            "--d-in",
-            "64",
-            "--latents",
-            "512",
-            "--k",
-            "8",
-            "--batch",
-            "256",
-            "--steps",
-            "3",
-            "--warmup",
-            "1",
-            "--device",
-            device,
-        ]))
-    };
+    let run = |device: &str| small_bench(&["--device", device]);
     let (cpu, tensor) = (run("cpu"), run("tensor-cpu"));
     assert_eq!(tensor["device"], "tensor-cpu");
     assert_eq!(tensor["l0"].as_f64().unwrap(), 8.0);
