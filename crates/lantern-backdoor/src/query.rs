@@ -552,5 +552,27 @@ fn read_tensor(st: &SafeTensors, name: &str) -> std::result::Result<Tensor, Stri
     Tensor::from_vec(data, view.shape(), &Device::Cpu).map_err(|e| e.to_string())
 }
 
+/// A zoo of `n` randomly initialised models (no training) in which every other model carries a
+/// planted signal a detector can learn: the head bias of a random class raised by 5, so that
+/// class dominates its outputs. Labels say which (`true`: "backdoored"). For tests and
+/// benchmarks of the detectors' fitting, where real zoos would take minutes to train.
+pub fn synthetic_zoo(cfg: &CnnConfig, n: usize, seed: u64) -> (Vec<Params>, Vec<bool>) {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let mut models = Vec::with_capacity(n);
+    let mut labels = Vec::with_capacity(n);
+    for i in 0..n {
+        let mut p = Params::init(cfg, &mut rng);
+        let bad = i % 2 == 0;
+        if bad {
+            let hb = p.tensors.len() - 1;
+            let class = rng.gen_range(0..cfg.classes);
+            p.tensors[hb][class] += 5.0;
+        }
+        models.push(p);
+        labels.push(bad);
+    }
+    (models, labels)
+}
+
 #[cfg(test)]
 mod tests;

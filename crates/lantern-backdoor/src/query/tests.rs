@@ -198,26 +198,6 @@ fn small_cfg() -> CnnConfig {
     crate::cnn::test_config(12, &[4, 8], 10)
 }
 
-/// Random-init CNNs; "backdoored" ones get +`boost` on the head bias of a random class,
-/// so their outputs are dominated by that class.
-fn synthetic_zoo(cfg: &CnnConfig, n: usize, seed: u64) -> (Vec<Params>, Vec<bool>) {
-    let mut rng = StdRng::seed_from_u64(seed);
-    let mut models = Vec::with_capacity(n);
-    let mut labels = Vec::with_capacity(n);
-    for i in 0..n {
-        let mut p = Params::init(cfg, &mut rng);
-        let bad = i % 2 == 0;
-        if bad {
-            let hb = p.tensors.len() - 1;
-            let class = rng.gen_range(0..cfg.classes);
-            p.tensors[hb][class] += 5.0;
-        }
-        models.push(p);
-        labels.push(bad);
-    }
-    (models, labels)
-}
-
 #[test]
 fn fit_learns_synthetic_backdoor_and_round_trips() {
     let cfg = small_cfg();
@@ -298,20 +278,4 @@ fn fit_rejects_bad_training_sets() {
     let labels = [true, false, true, false];
     let bad = QueryDetector::fit(&models, &labels, &cfg, &zero, |_, _| {});
     assert!(matches!(bad, Err(QueryError::Config(_))));
-}
-
-/// Timing of one epoch on 200 random models of the real 1×28×28, 8/16/32 shape.
-/// Run with `cargo test -p lantern-backdoor --lib query -- --ignored --nocapture`.
-#[test]
-#[ignore]
-fn epoch_time_real_shape() {
-    let cfg = CnnConfig::fashion_small();
-    let (models, labels) = synthetic_zoo(&cfg, 200, 7);
-    let qc = QueryConfig {
-        epochs: 1,
-        ..Default::default()
-    };
-    let t = std::time::Instant::now();
-    QueryDetector::fit(&models, &labels, &cfg, &qc, |_, _| {}).unwrap();
-    eprintln!("one epoch, 200 models, K=10, batch 32: {:?}", t.elapsed());
 }
