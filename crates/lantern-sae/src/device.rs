@@ -16,9 +16,9 @@ use candle_core::{DType, Device, Tensor};
 
 use crate::error::{Result, SaeError};
 use crate::sae::{Activation, Sae, SaeConfig};
-use crate::sparse_ops::{adam_step, gather_rows, pick_top_k, rows_dot, scatter_rows, Adam};
+use crate::sparse_ops::{adam_step, gather_rows, pick_top_k, rows_dot, scatter_rows};
 use crate::topk::batch_candidates;
-use crate::train::{aux_k, StepStats, TrainConfig, Trainer};
+use crate::train::{aux_k, AdamStep, StepStats, TrainConfig, Trainer};
 
 /// The trainer a `--device` name asks for: `None` for `cpu` (the CPU trainer), else the device
 /// [`DeviceTrainer`] runs on: `cuda` (the first GPU), `cuda:N`, or `tensor-cpu` (the tensor
@@ -169,22 +169,23 @@ impl DeviceTrainer {
 
     /// Copies everything back into a CPU trainer (to save a checkpoint or evaluate).
     pub fn to_trainer(&self) -> Result<Trainer> {
-        let mut parts = Vec::with_capacity(4);
+        let (mut params, mut moments) = (Vec::with_capacity(4), Vec::with_capacity(4));
         for st in &self.state {
             let [p, m, v]: [Vec<f32>; 3] = st.to_vec2::<f32>()?.try_into().expect("three rows");
-            parts.push((p, m, v));
+            params.push(p);
+            moments.push((m, v));
         }
-        let [we, be, wd, bd]: [(Vec<f32>, Vec<f32>, Vec<f32>); 4] =
-            parts.try_into().expect("four parameters");
+        let [w_enc, b_enc, w_dec, b_dec]: [Vec<f32>; 4] =
+            params.try_into().expect("four parameters");
         let sae = Sae {
             cfg: self.sae_cfg.clone(),
-            w_enc: we.0.clone(),
-            b_enc: be.0.clone(),
-            w_dec: wd.0.clone(),
-            b_dec: bd.0.clone(),
+            w_enc,
+            b_enc,
+            w_dec,
+            b_dec,
         };
         let mut t = Trainer::new(sae, self.cfg.clone());
-        for (i, (_, m, v)) in [we, be, wd, bd].into_iter().enumerate() {
+        for (i, (m, v)) in moments.into_iter().enumerate() {
             t.set_moments(i, m, v);
         }
         t.step = self.step;
@@ -195,16 +196,7 @@ impl DeviceTrainer {
 
     /// The learning rate at the current step (the CPU trainer's schedule).
     pub fn lr(&self) -> f32 {
-        let peak = self.cfg.peak_lr(self.sae_cfg.num_latents);
-        let warm = self.cfg.warmup_steps.max(1) as f32;
-        peak * ((self.step + 1) as f32 / warm).min(1.0)
-    }
-
-    fn dead_mask(&self) -> Vec<bool> {
-        self.since_fired
-            .iter()
-            .map(|&s| s >= self.cfg.dead_tokens)
-            .collect()
+        self.cfg.lr_at(self.step, self.sae_cfg.num_latents)
     }
 
     /// One optimisation step on a batch `x` `[rows, d_in]` (host memory).
@@ -224,7 +216,6 @@ impl DeviceTrainer {
     /// One optimisation step on a batch already on the device.
     pub fn train_step_on(&mut self, x: &Tensor) -> Result<StepStats> {
         let rows = x.dims2()?.0;
-        let n = self.sae_cfg.num_latents;
         let lr = self.lr();
         let (sets, centered, pending) = self.forward(x)?;
         let grads = self.grads(&sets, &centered)?;
@@ -249,12 +240,7 @@ impl DeviceTrainer {
         stats.loss = stats.fvu + stats.multi_topk_fvu / 8.0 + pending.aux_coef * stats.auxk_loss;
         self.mark_fired(counts, rows);
         self.tokens += rows as u64;
-        let dead_now = self
-            .since_fired
-            .iter()
-            .filter(|&&s| s >= self.cfg.dead_tokens)
-            .count();
-        stats.dead_frac = dead_now as f32 / n.max(1) as f32;
+        stats.dead_frac = self.cfg.dead_frac(&self.since_fired);
         Ok(stats)
     }
 
@@ -316,7 +302,7 @@ impl DeviceTrainer {
         err: &Tensor,
         two_over_tv: &Tensor,
     ) -> Result<Option<(Set, Tensor, f32)>> {
-        let dead = self.dead_mask();
+        let dead = self.cfg.dead_mask(&self.since_fired);
         let num_dead = dead.iter().filter(|&&m| m).count();
         if self.cfg.auxk_alpha <= 0.0 || num_dead == 0 {
             return Ok(None);
@@ -384,20 +370,10 @@ impl DeviceTrainer {
     /// before the step and go back to unit norm after it (one fused kernel per parameter).
     fn apply(&mut self, grads: [Tensor; 4], lr: f32) -> Result<()> {
         self.step += 1;
-        let c = &self.cfg;
-        let t = self.step as i32;
-        let (bc1, bc2) = (1.0 - c.beta1.powi(t), 1.0 - c.beta2.powi(t));
-        let d = self.sae_cfg.d_in;
+        let k = AdamStep::new(lr, &self.cfg, self.step);
+        let unit = self.sae_cfg.normalize_decoder.then_some(self.sae_cfg.d_in);
         for (i, (st, g)) in self.state.iter_mut().zip(&grads).enumerate() {
-            let adam = Adam {
-                beta1: c.beta1,
-                beta2: c.beta2,
-                eps: c.eps,
-                step: lr / bc1,
-                bc2,
-                unit_rows: (i == 2 && self.sae_cfg.normalize_decoder).then_some(d),
-            };
-            *st = adam_step(st, g, adam)?;
+            *st = adam_step(st, g, k, if i == 2 { unit } else { None })?;
         }
         Ok(())
     }

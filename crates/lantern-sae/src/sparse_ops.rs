@@ -1,20 +1,25 @@
 //! The sparse products of a TopK step as candle custom ops, each with a CPU and a CUDA kernel.
 //!
-//! candle has no top-k and no sparse products; the device trainer needs four operations on codes
-//! given as `idx`/`val` pairs (`[rows, k]` latent indices, u32, and their activations):
+//! candle has no top-k and no sparse products; the device trainer works on codes given as
+//! `idx`/`val` pairs (`[rows, k]` latent indices, u32, and their activations):
 //!
-//! * [`top_k_indices`]: each row's `k` largest columns. The CUDA kernel selects instead of
-//!   sorting: one block per row finds the k-th largest value by radix select on the values' bits
-//!   (four passes of 8-bit digits, each a shared-memory histogram), then writes the columns above
-//!   it and as many of those equal to it as k needs.
+//! * [`pick_top_k`]: each row's top k of `relu(raw + bias)` among allowed columns. The CUDA
+//!   kernel selects instead of sorting: one block per row finds the k-th largest value by radix
+//!   select on the values' bits (four passes of 8-bit digits, each a shared-memory histogram),
+//!   then writes the columns above it and as many of those equal to it as k needs.
 //! * [`gather_rows`]: `out[r] = Σ_j val[r, j] W[idx[r, j]]` (the decoder).
 //! * [`rows_dot`]: `out[r, j] = G[r] · W[idx[r, j]]` (the gradient at each code), a warp per dot.
 //! * [`scatter_rows`]: `out[idx[r, j]] += val[r, j] X[r]` into `[n, d]` (the weight gradients),
 //!   with atomic adds on the GPU.
+//! * [`adam_step`]: the CPU trainer's Adam step ([`AdamStep`]) on a packed `[parameter; m; v]`
+//!   state, with the decoder rows' constraint, in one pass.
 //!
 //! The CUDA source is compiled by NVRTC the first time one of them runs on a GPU.
 
 use candle_core::{CpuStorage, CustomOp3, DType, Layout, Shape, Tensor};
+
+use crate::linalg::{axpy, dot};
+use crate::train::AdamStep;
 
 type CResult<T> = candle_core::Result<T>;
 
@@ -54,36 +59,33 @@ pub fn pick_top_k(
     Ok((val, idx))
 }
 
-/// One Adam step on a parameter kept as `state` `[3, len]` (the parameter, then Adam's first
+/// One Adam step `k` on a parameter kept as `state` `[3, len]` (the parameter, then Adam's first
 /// and second moments) with gradient `g` `[len]`: the new state. With `unit_rows = Some(d)` the
 /// parameter is a matrix of unit-norm rows of `d`: each row's gradient loses its component along
 /// the row first and the row goes back to unit norm after (the decoder's constraint).
-pub fn adam_step(state: &Tensor, g: &Tensor, adam: Adam) -> CResult<Tensor> {
+pub fn adam_step(
+    state: &Tensor,
+    g: &Tensor,
+    k: AdamStep,
+    unit_rows: Option<usize>,
+) -> CResult<Tensor> {
     let len = g.elem_count();
     if state.dims() != [3, len] {
         candle_core::bail!("adam: state {:?} for a gradient of {len}", state.dims());
     }
-    if adam
-        .unit_rows
-        .is_some_and(|d| d == 0 || !len.is_multiple_of(d))
-    {
-        candle_core::bail!("adam: rows of {:?} do not tile {len}", adam.unit_rows);
+    if unit_rows.is_some_and(|d| d == 0 || !len.is_multiple_of(d)) {
+        candle_core::bail!("adam: rows of {unit_rows:?} do not tile {len}");
     }
     state
         .contiguous()?
-        .apply_op2_no_bwd(&g.flatten_all()?.contiguous()?, &adam)
+        .apply_op2_no_bwd(&g.flatten_all()?.contiguous()?, &AdamOp { k, unit_rows })
 }
 
-/// The constants of one Adam step: `p -= step * m / (sqrt(v / bc2) + eps)` with the moments
-/// updated first (`step` is the learning rate over the first moment's bias correction).
+/// [`adam_step`] as a candle op.
 #[derive(Debug, Clone, Copy)]
-pub struct Adam {
-    pub beta1: f32,
-    pub beta2: f32,
-    pub eps: f32,
-    pub step: f32,
-    pub bc2: f32,
-    pub unit_rows: Option<usize>,
+struct AdamOp {
+    k: AdamStep,
+    unit_rows: Option<usize>,
 }
 
 /// `out[r] = Σ_j val[r, j] w[idx[r, j]]`: `[rows, d]` from `idx`, `val` `[rows, k]` and `w`
@@ -203,41 +205,30 @@ impl CustomOp3 for Pick {
     }
 }
 
-impl Adam {
-    /// The CPU kernel: one row (or the whole parameter when rows are free) at a time.
+impl AdamOp {
+    /// The CPU kernel: the CPU trainer's Adam, row by row (or the whole parameter when rows are
+    /// free).
     fn cpu(&self, state: &[f32], g: &[f32]) -> Vec<f32> {
         let len = g.len();
         let mut out = state.to_vec();
         let (p, rest) = out.split_at_mut(len);
         let (m, v) = rest.split_at_mut(len);
-        let row = self.unit_rows.unwrap_or(len.max(1));
-        let chunks = p
-            .chunks_mut(row)
-            .zip(m.chunks_mut(row))
-            .zip(v.chunks_mut(row));
-        for (((p, m), v), g) in chunks.zip(g.chunks(row)) {
-            let along = match self.unit_rows {
-                Some(_) => g.iter().zip(p.iter()).map(|(g, p)| g * p).sum(),
-                None => 0.0,
-            };
-            for i in 0..p.len() {
-                let gi = g[i] - along * p[i];
-                m[i] = self.beta1 * m[i] + (1.0 - self.beta1) * gi;
-                v[i] = self.beta2 * v[i] + (1.0 - self.beta2) * gi * gi;
-                p[i] -= self.step * m[i] / ((v[i] / self.bc2).sqrt() + self.eps);
-            }
-            if self.unit_rows.is_some() {
-                let norm = p.iter().map(|x| x * x).sum::<f32>().sqrt();
-                if norm > 0.0 {
-                    p.iter_mut().for_each(|x| *x /= norm);
+        match self.unit_rows {
+            Some(d) => {
+                let mut g_row = vec![0f32; d];
+                let rows = p.chunks_mut(d).zip(m.chunks_mut(d)).zip(v.chunks_mut(d));
+                for (((p, m), v), g) in rows.zip(g.chunks(d)) {
+                    g_row.copy_from_slice(g);
+                    self.k.decoder_row(true, p, &mut g_row, m, v);
                 }
             }
+            None => self.k.apply(p, g, m, v),
         }
         out
     }
 }
 
-impl candle_core::CustomOp2 for Adam {
+impl candle_core::CustomOp2 for AdamOp {
     fn name(&self) -> &'static str {
         "adam"
     }
@@ -282,8 +273,7 @@ impl Op {
                     let o = &mut out[span(r)];
                     for j in 0..k {
                         let (i, v) = (idx[r * k + j] as usize, a[r * k + j]);
-                        let w = &b[span(i)];
-                        o.iter_mut().zip(w).for_each(|(o, w)| *o += v * w);
+                        axpy(v, &b[span(i)], o);
                     }
                 }
                 out
@@ -293,8 +283,7 @@ impl Op {
                 for r in 0..rows {
                     let g = &a[span(r)];
                     for j in 0..k {
-                        let w = &b[span(idx[r * k + j] as usize)];
-                        out[r * k + j] = g.iter().zip(w).map(|(g, w)| g * w).sum();
+                        out[r * k + j] = dot(g, &b[span(idx[r * k + j] as usize)]);
                     }
                 }
                 out
@@ -305,8 +294,7 @@ impl Op {
                     let x = &b[span(r)];
                     for j in 0..k {
                         let (i, v) = (idx[r * k + j] as usize, a[r * k + j]);
-                        let o = &mut out[(i * d)..((i + 1) * d)];
-                        o.iter_mut().zip(x).for_each(|(o, x)| *o += v * x);
+                        axpy(v, x, &mut out[span(i)]);
                     }
                 }
                 out
@@ -592,7 +580,7 @@ extern "C" __global__ void scatter_rows_f32(const unsigned int *idx, const float
     }
 
     pub fn adam(
-        a: &super::Adam,
+        a: &super::AdamOp,
         (s1, l1): (&CudaStorage, &Layout),
         (s2, l2): (&CudaStorage, &Layout),
     ) -> CResult<(CudaStorage, Shape)> {
@@ -611,11 +599,12 @@ extern "C" __global__ void scatter_rows_f32(const unsigned int *idx, const float
             .arg(&len32)
             .arg(&row32)
             .arg(&unit);
-        b.arg(&a.beta1)
-            .arg(&a.beta2)
-            .arg(&a.eps)
-            .arg(&a.step)
-            .arg(&a.bc2);
+        let k = &a.k;
+        b.arg(&k.beta1)
+            .arg(&k.beta2)
+            .arg(&k.eps)
+            .arg(&k.step)
+            .arg(&k.bc2);
         // SAFETY: reads 3 * len + len floats, writes 3 * len.
         unsafe { b.launch(launch(len.div_ceil(row), block_for(row.min(1024)))) }.w()?;
         Ok((CudaStorage::wrap_cuda_slice(out, dev), l1.shape().clone()))
@@ -639,26 +628,10 @@ extern "C" __global__ void scatter_rows_f32(const unsigned int *idx, const float
         let out = dev.alloc_zeros::<f32>(shape.elem_count())?;
         let (k32, d32) = (k as i32, d as i32);
         let (name, cfg) = match op {
-            Op::Gather | Op::Scatter { .. } => (
-                if op == Op::Gather {
-                    "gather_rows_f32"
-                } else {
-                    "scatter_rows_f32"
-                },
-                LaunchConfig {
-                    grid_dim: (rows as u32, 1, 1),
-                    block_dim: (block_for(d), 1, 1),
-                    shared_mem_bytes: 0,
-                },
-            ),
-            Op::RowsDot => (
-                "rows_dot_f32",
-                LaunchConfig {
-                    grid_dim: ((rows * k * 32).div_ceil(256) as u32, 1, 1),
-                    block_dim: (256, 1, 1),
-                    shared_mem_bytes: 0,
-                },
-            ),
+            Op::Gather => ("gather_rows_f32", launch(rows, block_for(d))),
+            Op::Scatter { .. } => ("scatter_rows_f32", launch(rows, block_for(d))),
+            // A warp per (row, code) pair, eight to a block.
+            Op::RowsDot => ("rows_dot_f32", launch((rows * k * 32).div_ceil(256), 256)),
         };
         let func = dev.get_or_load_custom_func(name, MODULE, ptx()?)?;
         let pairs = (rows * k) as i32;
@@ -683,6 +656,7 @@ extern "C" __global__ void scatter_rows_f32(const unsigned int *idx, const float
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::train::TrainConfig;
     use candle_core::Device;
     use rand::{Rng, SeedableRng};
 
@@ -729,7 +703,7 @@ mod tests {
         assert!(pick_top_k(&x, &t(&bias[..3].to_vec(), &[3]), &t(&allowed, &[n]), 2).is_err());
     }
 
-    /// The Adam op against the CPU trainer's Adam, with and without unit rows.
+    /// The Adam op against Adam's formula, and with unit rows.
     #[test]
     fn adam_matches_its_definition() {
         let (rows, d) = (4, 6);
@@ -742,31 +716,22 @@ mod tests {
         let dev = Device::Cpu;
         let st = Tensor::from_vec(state, (3, len), &dev).unwrap();
         let gt = Tensor::from_vec(g.clone(), len, &dev).unwrap();
-        let a = Adam {
-            beta1: 0.9,
-            beta2: 0.999,
-            eps: 1e-8,
-            step: 0.01,
-            bc2: 0.5,
-            unit_rows: None,
-        };
-        let out = adam_step(&st, &gt, a).unwrap().to_vec2::<f32>().unwrap();
+        // Step 3 at learning rate 0.01 with the default betas and eps.
+        let (lr, t) = (0.01f32, 3);
+        let k = AdamStep::new(lr, &TrainConfig::default(), t);
+        let (bc1, bc2) = (1.0 - 0.9f32.powi(3), 1.0 - 0.999f32.powi(3));
+        let out = adam_step(&st, &gt, k, None)
+            .unwrap()
+            .to_vec2::<f32>()
+            .unwrap();
         for i in 0..len {
             let mi = 0.9 * m[i] + 0.1 * g[i];
             let vi = 0.999 * v[i] + 0.001 * g[i] * g[i];
-            let pi = p[i] - 0.01 * mi / ((vi / 0.5).sqrt() + 1e-8);
+            let pi = p[i] - lr / bc1 * mi / ((vi / bc2).sqrt() + 1e-8);
             assert!((out[0][i] - pi).abs() < 1e-6 && (out[1][i] - mi).abs() < 1e-6);
             assert!((out[2][i] - vi).abs() < 1e-6);
         }
-        let unit = adam_step(
-            &st,
-            &gt,
-            Adam {
-                unit_rows: Some(d),
-                ..a
-            },
-        )
-        .unwrap();
+        let unit = adam_step(&st, &gt, k, Some(d)).unwrap();
         let w = unit
             .get(0)
             .unwrap()
@@ -778,15 +743,7 @@ mod tests {
             let norm: f32 = r.iter().map(|x| x * x).sum::<f32>().sqrt();
             assert!((norm - 1.0).abs() < 1e-5, "row norm {norm}");
         }
-        assert!(adam_step(
-            &st,
-            &gt,
-            Adam {
-                unit_rows: Some(5),
-                ..a
-            }
-        )
-        .is_err());
+        assert!(adam_step(&st, &gt, k, Some(5)).is_err());
     }
 
     /// The three products against their definitions, written out densely.

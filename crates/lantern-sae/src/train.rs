@@ -63,6 +63,26 @@ impl TrainConfig {
         self.lr
             .unwrap_or_else(|| 7.5e-4 / (num_latents as f32 / 16384.0).sqrt())
     }
+
+    /// The learning rate of step `step` (0-based): the peak after a linear warm-up.
+    pub fn lr_at(&self, step: u64, num_latents: usize) -> f32 {
+        let warm = self.warmup_steps.max(1) as f32;
+        self.peak_lr(num_latents) * ((step + 1) as f32 / warm).min(1.0)
+    }
+
+    /// Which latents are dead, from each one's tokens since it last fired.
+    pub fn dead_mask(&self, since_fired: &[u64]) -> Vec<bool> {
+        since_fired.iter().map(|&s| s >= self.dead_tokens).collect()
+    }
+
+    /// The fraction of latents that are dead.
+    pub fn dead_frac(&self, since_fired: &[u64]) -> f32 {
+        let dead = since_fired
+            .iter()
+            .filter(|&&s| s >= self.dead_tokens)
+            .count();
+        dead as f32 / since_fired.len().max(1) as f32
+    }
 }
 
 /// What one step measured.
@@ -127,18 +147,22 @@ impl Moments {
     }
 }
 
-/// The constants of one Adam step (bias corrections folded in), applied slice by slice.
+/// The constants of one Adam step (bias corrections folded in), applied slice by slice: the CPU
+/// trainer's and, through [`crate::sparse_ops::adam_step`], the device trainer's.
 #[derive(Debug, Clone, Copy)]
-struct AdamStep {
-    beta1: f32,
-    beta2: f32,
-    eps: f32,
-    step: f32,
-    bc2: f32,
+pub struct AdamStep {
+    pub(crate) beta1: f32,
+    pub(crate) beta2: f32,
+    pub(crate) eps: f32,
+    /// The learning rate over the first moment's bias correction.
+    pub(crate) step: f32,
+    /// The second moment's bias correction.
+    pub(crate) bc2: f32,
 }
 
 impl AdamStep {
-    fn new(lr: f32, c: &TrainConfig, t: u64) -> AdamStep {
+    /// Step `t` (1-based) at learning rate `lr`.
+    pub fn new(lr: f32, c: &TrainConfig, t: u64) -> AdamStep {
         let bc1 = 1.0 - c.beta1.powi(t as i32);
         AdamStep {
             beta1: c.beta1,
@@ -151,7 +175,14 @@ impl AdamStep {
 
     /// Adam on one decoder row; with `unit` the gradient's component along the row is removed
     /// first and the row is put back to unit norm after.
-    fn decoder_row(&self, unit: bool, w: &mut [f32], g: &mut [f32], m: &mut [f32], v: &mut [f32]) {
+    pub(crate) fn decoder_row(
+        &self,
+        unit: bool,
+        w: &mut [f32],
+        g: &mut [f32],
+        m: &mut [f32],
+        v: &mut [f32],
+    ) {
         if unit {
             axpy(-dot(g, w), w, g);
         }
@@ -161,7 +192,7 @@ impl AdamStep {
         }
     }
 
-    fn apply(&self, p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32]) {
+    pub(crate) fn apply(&self, p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32]) {
         for i in 0..p.len() {
             m[i] = self.beta1 * m[i] + (1.0 - self.beta1) * g[i];
             v[i] = self.beta2 * v[i] + (1.0 - self.beta2) * g[i] * g[i];
@@ -229,23 +260,17 @@ impl Trainer {
 
     /// The dead mask: latents that have not fired for `dead_tokens` tokens.
     pub fn dead_mask(&self) -> Vec<bool> {
-        self.since_fired
-            .iter()
-            .map(|&s| s >= self.cfg.dead_tokens)
-            .collect()
+        self.cfg.dead_mask(&self.since_fired)
     }
 
     /// Fraction of latents currently dead.
     pub fn dead_frac(&self) -> f32 {
-        let dead = self.dead_mask().iter().filter(|&&d| d).count();
-        dead as f32 / self.since_fired.len().max(1) as f32
+        self.cfg.dead_frac(&self.since_fired)
     }
 
     /// The learning rate at the current step.
     pub fn lr(&self) -> f32 {
-        let peak = self.cfg.peak_lr(self.sae.cfg.num_latents);
-        let warm = self.cfg.warmup_steps.max(1) as f32;
-        peak * ((self.step + 1) as f32 / warm).min(1.0)
+        self.cfg.lr_at(self.step, self.sae.cfg.num_latents)
     }
 
     /// One optimisation step on a batch `x` `[rows, d_in]`.
