@@ -164,15 +164,31 @@ pub struct TrainArgs {
     /// Held-out windows the feature report (report.html beside each SAE) reads; 0: no report.
     #[arg(long, default_value_t = 64)]
     report_windows: usize,
-    /// Where the SAEs train: cpu (the CPU trainer), cuda / cuda:N (dense tensor steps on a GPU;
-    /// TopK only; needs a build with `--features cuda`), or tensor-cpu (those steps on the CPU,
-    /// to check the GPU's code path without one). The LM runs on the CPU either way.
-    #[arg(long, default_value = "cpu")]
-    device: String,
-    /// With a CUDA device: matrix products in TF32 (tensor cores; about 8x the f32 rate, 10-bit
-    /// mantissas in the products). Off: exact f32, as PyTorch's default.
+    #[command(flatten)]
+    device: DeviceArgs,
+}
+
+/// Where an SAE trains (`sae train`, `sae bench`).
+#[derive(Args)]
+pub struct DeviceArgs {
+    /// cpu (the CPU trainer), cuda / cuda:N (the device trainer on a GPU: TopK only; needs a
+    /// build with `--features cuda`), or tensor-cpu (the device trainer on the CPU, to check the
+    /// GPU's code path without one). An LM, where one runs, stays on the CPU.
+    #[arg(long = "device", value_name = "DEVICE", default_value = "cpu")]
+    name: String,
+    /// With a CUDA device: the encoder product in TF32 (tensor cores; 10-bit mantissas in the
+    /// products). Off: exact f32, as PyTorch's default.
     #[arg(long)]
     tf32: bool,
+}
+
+impl DeviceArgs {
+    /// The device the device trainer runs on (`None`: the CPU trainer), with the product
+    /// precision set.
+    fn select(&self) -> Result<Option<candle_core::Device>> {
+        candle_core::cuda::set_gemm_reduced_precision_f32(self.tf32);
+        Ok(lantern_sae::device::parse_device(&self.name)?)
+    }
 }
 
 #[derive(Args)]
@@ -212,14 +228,8 @@ pub struct BenchArgs {
     threads: Option<usize>,
     #[arg(long, value_enum, default_value = "topk")]
     activation: ActivationArg,
-    /// cpu: the CPU trainer; cuda / cuda:N: the tensor trainer on a GPU (`--features cuda`);
-    /// tensor-cpu: the tensor trainer on the CPU (the GPU's code path, to check it without one).
-    #[arg(long, default_value = "cpu")]
-    device: String,
-    /// With a CUDA device: matrix products in TF32 (tensor cores; about 8x the f32 rate, 10-bit
-    /// mantissas in the products). Off: exact f32, as PyTorch's default.
-    #[arg(long)]
-    tf32: bool,
+    #[command(flatten)]
+    device: DeviceArgs,
     /// Train with Multi-TopK (its 4k codes decoded too).
     #[arg(long)]
     multi_topk: bool,
@@ -322,10 +332,7 @@ fn train(a: TrainArgs, json: bool) -> Result<()> {
         saelens: a.saelens,
         activations: a.activations.clone(),
         report_windows: a.report_windows,
-        device: {
-            candle_core::cuda::set_gemm_reduced_precision_f32(a.tf32);
-            lantern_sae::device::parse_device(&a.device)?
-        },
+        device: a.device.select()?,
     };
     let res = run::train(&lm, &cfg)?;
     let saes: Vec<_> = res
@@ -474,8 +481,7 @@ fn bench(a: BenchArgs, json: bool) -> Result<()> {
         ..TrainConfig::default()
     };
     let mut tr = Trainer::new(Sae::init(cfg, 0)?, train);
-    candle_core::cuda::set_gemm_reduced_precision_f32(a.tf32);
-    let (secs, last) = match lantern_sae::device::parse_device(&a.device)? {
+    let (secs, last) = match a.device.select()? {
         None => pool.install(|| time_steps(a.warmup, a.steps, || Ok(tr.train_step(&x))))?,
         Some(device) => {
             let mut dev = DeviceTrainer::from_trainer(&tr, &device)?;
@@ -493,7 +499,7 @@ fn bench(a: BenchArgs, json: bool) -> Result<()> {
     print(
         &json!({
             "tok_s": tok_s, "threads": threads, "seconds_per_step": secs / a.steps.max(1) as f64,
-            "device": a.device, "tf32": a.tf32,
+            "device": a.device.name, "tf32": a.device.tf32,
             "fvu": last.fvu, "l0": last.l0, "loss": last.loss, "auxk_loss": last.auxk_loss,
             "multi_topk_fvu": last.multi_topk_fvu, "dead_frac": last.dead_frac,
             "encoder_gflop_s": tok_s * 2.0 * (a.d_in * a.latents) as f64 / 1e9,
