@@ -210,13 +210,31 @@ impl Sae {
 
     /// Encodes `x` `[rows, d_in]` for a training step: `x - b_dec` and one set of codes per
     /// pick, made from each block of pre-activations while it is in cache (the pre-activation
-    /// matrix itself, the step's largest, is never kept).
+    /// matrix itself, the step's largest, is never kept). Where the CPU has AMX the blocks are
+    /// a bf16 screen whose survivors are decided in f32 ([`crate::amx`]), else the f32 product.
     pub fn encode_picks(&self, x: &[f32], picks: &[Pick<'_>]) -> (Vec<f32>, Vec<Codes>) {
-        let (n, d) = (self.cfg.num_latents, self.cfg.d_in);
-        let rows = x.len() / d;
         let centered = self.center(x);
+        #[cfg(target_arch = "x86_64")]
+        {
+            let (n, d) = (self.cfg.num_latents, self.cfg.d_in);
+            let dims = (centered.len() / d, n, d);
+            if let Some((per_pick, _)) =
+                crate::amx::encode_picks(&centered, &self.w_enc, &self.b_enc, dims, picks)
+            {
+                let codes = per_pick.into_iter().map(Codes::from_rows).collect();
+                return (centered, codes);
+            }
+        }
+        let codes = self.picks_f32(&centered, picks);
+        (centered, codes)
+    }
+
+    /// [`Sae::encode_picks`] on the f32 product, from the centred input.
+    fn picks_f32(&self, centered: &[f32], picks: &[Pick<'_>]) -> Vec<Codes> {
+        let (n, d) = (self.cfg.num_latents, self.cfg.d_in);
+        let rows = centered.len() / d;
         let dims = (rows, n, d);
-        let blocks = matmul_nt_bias_blocks(&centered, &self.w_enc, &self.b_enc, dims, |_, pre| {
+        let blocks = matmul_nt_bias_blocks(centered, &self.w_enc, &self.b_enc, dims, |_, pre| {
             picks
                 .iter()
                 .map(|p| {
@@ -232,10 +250,7 @@ impl Sae {
                 all.extend(part);
             }
         }
-        (
-            centered,
-            per_pick.into_iter().map(Codes::from_rows).collect(),
-        )
+        per_pick.into_iter().map(Codes::from_rows).collect()
     }
 
     /// Decodes codes to `[rows, d_in]`: `b_dec + Σ c_j W_dec[j]` (`with_bias = false` leaves out
@@ -554,7 +569,8 @@ mod tests {
     }
 
     /// The block-by-block selections of a training step equal top-k over the whole
-    /// pre-activation matrix (several blocks of rows, a masked pick, a pick wider than k).
+    /// pre-activation matrix (several blocks of rows, a masked pick, a pick wider than k), from
+    /// the f32 blocks and from whatever `encode_picks` runs here (on an AMX CPU, the screen).
     #[test]
     fn picks_match_top_k_of_the_whole_pre_activation_matrix() {
         let (d, n, rows) = (24, 160, 250);
@@ -583,8 +599,12 @@ mod tests {
         let (centered, got) = sae.encode_picks(&x, &picks);
         let whole = sae.encode(&x, true);
         assert_eq!(centered, whole.centered);
-        assert_eq!(got[0], whole.codes);
-        for (p, codes) in picks.iter().zip(&got) {
+        let f32_blocks = sae.picks_f32(&centered, &picks);
+        assert_eq!(f32_blocks[0], whole.codes);
+        // The same latents either way; values to f32 rounding (the AMX path recomputes them
+        // as dot products, in another order of additions than the product's).
+        assert_eq!(got[0].idx, whole.codes.idx);
+        for (p, codes) in picks.iter().cycle().zip(got.iter().chain(&f32_blocks)) {
             let want = top_k(&whole.pre, n, p.k, p.allowed);
             assert_eq!(codes.idx, want.idx);
             assert_eq!(codes.offsets, want.offsets);
