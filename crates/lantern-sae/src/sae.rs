@@ -262,7 +262,15 @@ impl Sae {
             if with_bias {
                 o.copy_from_slice(&self.b_dec);
             }
-            for (j, v) in codes.row(r) {
+            let span = codes.offsets[r]..codes.offsets[r + 1];
+            let (idx, val) = (&codes.idx[span.clone()], &codes.val[span]);
+            for (i, (&j, &v)) in idx.iter().zip(val).enumerate() {
+                // The decoder row two codes ahead is fetched while this one is added.
+                if let Some(&ahead) = idx.get(i + 2) {
+                    let ahead = ahead as usize;
+                    crate::linalg::prefetch(&self.w_dec[ahead * d..(ahead + 1) * d]);
+                }
+                let j = j as usize;
                 crate::linalg::axpy(v, &self.w_dec[j * d..(j + 1) * d], o);
             }
         });

@@ -18,7 +18,7 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Result, SaeError};
-use crate::linalg::{axpy, dot, dot_and_axpy, matmul, matmul_into, Mat};
+use crate::linalg::{axpy, dot, dot_and_axpy, matmul, matmul_into, prefetch, Mat};
 use crate::sae::{
     normalize_row, read_safetensors, write_atomic, write_safetensors, Activation, Pick, Sae,
 };
@@ -780,7 +780,14 @@ impl LatentPass<'_> {
         ge.fill(0.0);
         gd.fill(0.0);
         let mut gb = 0.0;
-        for e in self.by_latent.of(j) {
+        let entries = self.by_latent.of(j);
+        for (i, e) in entries.iter().enumerate() {
+            // The rows two entries ahead are fetched while this one's are used.
+            if let Some(ahead) = entries.get(i + 2) {
+                let r = ahead.row as usize;
+                prefetch(&self.outs[ahead.set as usize][r * d..(r + 1) * d]);
+                prefetch(&self.centered[r * d..(r + 1) * d]);
+            }
             let r = e.row as usize;
             let out = &self.outs[e.set as usize][r * d..(r + 1) * d];
             let grad = dot_and_axpy(w_dec, out, e.act, Some(&mut *gd));
