@@ -25,8 +25,11 @@ Each side's figure is the best over --threads (1 and 2). Printed: a table (side,
 % of ceiling), the ratio lantern / peer, and the fraction of the machine's f32 peak (--peak-gflops,
 170 GFLOP/s over both cores) that the encoder matmul alone would take at that rate:
 tok/s * 2 * d_in * latents / 1e9 / peak. The encoder forward is the only dense product in the step
-(the decoder and the backward touch k latents per row), so this is a ceiling on tok/s, not a
-count of all the work done.
+(the decoder and the backward touch k latents per row), so this is a ceiling on tok/s for an f32
+product, not a count of all the work done. Where the CPU has AMX, lantern's encoder product is a
+bf16 tile product that only screens, with the survivors recomputed in f32 (same picks and values
+as the f32 product), so lantern can pass 100% of this f32 ceiling; LANTERN_SCREEN=off in the
+environment times lantern's f32 product instead.
 
 Run: bash bench/setup_torch_venv.sh   (once)
      bench/.venv-torch/bin/python bench/sae_speed.py [--json] [--skip-lantern] [--boost]
@@ -51,6 +54,19 @@ import common  # noqa: E402
 TORCH_VENV = common.TORCH_VENV
 
 
+
+
+def cpu_model() -> str:
+    """The CPU's model name and whether it has AMX tiles (which lantern's encoder screen uses)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return "unknown"
+    name = next((ln.split(":", 1)[1].strip() for ln in text.splitlines()
+                 if ln.startswith("model name")), "unknown")
+    flags = next((ln.split(":", 1)[1].split() for ln in text.splitlines()
+                  if ln.startswith("flags")), [])
+    return f"{name} ({'AMX' if 'amx_tile' in flags else 'no AMX'})"
 
 
 # --------------------------------------------------------------------------------------------
@@ -316,7 +332,7 @@ def main() -> int:
         "d_in": cfg.d_in, "latents": cfg.latents, "k": cfg.k, "batch": cfg.batch,
         "steps": cfg.steps, "warmup": cfg.warmup, "threads": threads, "seed": cfg.seed,
         "decoder_norm": cfg.decoder_norm, "peak_gflops": cfg.peak_gflops,
-        "encoder_flop_per_token": flop_per_token, "cpus": os.cpu_count(),
+        "encoder_flop_per_token": flop_per_token, "cpus": os.cpu_count(), "cpu": cpu_model(),
         "nice": os.getpriority(os.PRIO_PROCESS, 0), "load_avg_before": os.getloadavg()[0],
     }
 
@@ -385,6 +401,7 @@ def main() -> int:
           f"{cfg.batch}, {cfg.steps} timed steps; {res['cpus']} CPUs; ceiling = encoder matmul "
           f"({flop_per_token / 1e6:.2f} MFLOP/token) at {cfg.peak_gflops:g} GFLOP/s; "
           f"load average {res['load_avg_before']:.2f} before, {res['load_avg_after']:.2f} after")
+    print(f"cpu: {res['cpu']}")
     if "peer" in res:
         print(f"peer: {peer_name} on torch {res['torch']}"
               + (f" (sparsify did not run: {res['sparsify_error']})" if "sparsify_error" in res

@@ -1,8 +1,8 @@
 //! Speed of the SAE encoder's pieces on the benchmark shape (4096 activations of width 576,
 //! 9216 latents, k 32): the packed `x · W_encᵀ` product alone, with a top-k over the whole
 //! product, block by block with each block's top-k (what a training step runs), the generic
-//! `gemm` crate on the same product, the AMX screen with its f32 recompute (where the CPU has
-//! AMX), and the top-k alone. Prints GFLOP/s (best of three) and
+//! `gemm` crate on the same product, the bf16 screen with its f32 recompute on each kernel this
+//! CPU has (AMX tiles, AVX512-BF16), and the top-k alone. Prints GFLOP/s (best of three) and
 //! milliseconds.
 //!
 //! Run: `cargo bench -p lantern-sae --bench encoder` (`RAYON_NUM_THREADS=1` for one core). The
@@ -68,26 +68,31 @@ fn main() {
         best_of_three(|| matmul_into(Mat::new(&a, m, k), Mat::new(&b, n, k).t(), &mut c, 1.0)),
     );
     #[cfg(target_arch = "x86_64")]
-    if lantern_sae::amx::available() {
+    {
+        use lantern_sae::screen::{encode_picks_with, Kernel};
         let picks = [lantern_sae::sae::Pick {
             k: 32,
             allowed: None,
         }];
-        let mut stats = None;
-        report(
-            "amx screen",
-            best_of_three(|| {
-                let (codes, s) =
-                    lantern_sae::amx::encode_picks(&a, &b, &bias, (m, n, k), &picks).unwrap();
+        for (name, kernel) in [
+            ("amx screen", Kernel::Amx),
+            ("avx512 screen", Kernel::Avx512Bf16),
+        ] {
+            if !kernel.supported() {
+                continue;
+            }
+            let mut stats = None;
+            let secs = best_of_three(|| {
+                let got = encode_picks_with(kernel, &a, &b, &bias, (m, n, k), &picks);
+                let (codes, s) = got.expect("supported");
                 stats = Some(s);
                 black_box(codes);
-            }),
-        );
-        let s = stats.unwrap();
-        println!(
-            "  ({:.1} latents recomputed in f32 per row for its top 32)",
-            s.candidates as f64 / m as f64
-        );
+            });
+            report(name, secs);
+            let s = stats.expect("ran");
+            let per_row = s.candidates as f64 / m as f64;
+            println!("  ({per_row:.1} latents recomputed in f32 per row for its top 32)");
+        }
     }
     let topk = best_of_three(|| {
         black_box(top_k(&c, n, 32, None));

@@ -1,7 +1,8 @@
 //! Time of one TopK training step on the benchmark shape (d_in 576, 9216 latents, k 32, batch
 //! 4096 Gaussian activations; forward, backward and Adam): the minimum and the median over
-//! timed steps, which a busy neighbour moves less than a mean. On an AMX CPU this times the
-//! bf16 screen; `LANTERN_AMX=0` times the f32 product. The same step against PyTorch is
+//! timed steps, which a busy neighbour moves less than a mean. Where the CPU has AMX or
+//! AVX512-BF16 this times the bf16 screen (`LANTERN_SCREEN=amx|avx512` picks the kernel);
+//! `LANTERN_SCREEN=off` times the f32 product. The same step against PyTorch is
 //! `bench/sae_speed.py`.
 //!
 //! Run: `cargo bench -p lantern-sae --bench train_step` (`STEPS=40` for more steps).

@@ -2,8 +2,8 @@
 //!
 //! * [`sae`]: the autoencoder (TopK, BatchTopK, ReLU + L1; tied or untied), its encoder and
 //!   decoder, and the on-disk formats (sparsify's layout, SAELens export).
-//! * [`amx`] (x86-64): the encoder's top-k picks screened by a bf16 AMX tile product and
-//!   decided in f32, where the CPU has AMX.
+//! * [`screen`] (x86-64): the encoder's top-k picks screened by a bf16 product (AMX tiles or
+//!   AVX512-BF16) and decided in f32, where the CPU has either.
 //! * [`train`]: the trainer: a hand-written forward and backward in which only the encoder matmul
 //!   is dense, Adam with warm-up, dead-latent tracking, AuxK and Multi-TopK, checkpoints.
 //! * [`device`]: the same TopK training step as dense tensor operations on any candle device:
@@ -18,8 +18,6 @@
 //!   explaining and scoring them through an OpenAI-compatible chat endpoint.
 //! * [`report`] and [`plot`]: the HTML feature report and SVG charts.
 
-#[cfg(target_arch = "x86_64")]
-pub mod amx;
 pub mod autointerp;
 pub mod basis;
 pub mod cache;
@@ -36,6 +34,8 @@ pub mod plot;
 pub mod report;
 pub mod run;
 pub mod sae;
+#[cfg(target_arch = "x86_64")]
+pub mod screen;
 pub mod source;
 pub mod sparse_ops;
 pub mod topk;

@@ -210,8 +210,9 @@ impl Sae {
 
     /// Encodes `x` `[rows, d_in]` for a training step: `x - b_dec` and one set of codes per
     /// pick, made from each block of pre-activations while it is in cache (the pre-activation
-    /// matrix itself, the step's largest, is never kept). Where the CPU has AMX the blocks are
-    /// a bf16 screen whose survivors are decided in f32 ([`crate::amx`]), else the f32 product.
+    /// matrix itself, the step's largest, is never kept). Where the CPU has AMX or AVX512-BF16
+    /// the blocks are a bf16 screen whose survivors are decided in f32 ([`crate::screen`]),
+    /// else the f32 product.
     pub fn encode_picks(&self, x: &[f32], picks: &[Pick<'_>]) -> (Vec<f32>, Vec<Codes>) {
         let centered = self.center(x);
         #[cfg(target_arch = "x86_64")]
@@ -219,7 +220,7 @@ impl Sae {
             let (n, d) = (self.cfg.num_latents, self.cfg.d_in);
             let dims = (centered.len() / d, n, d);
             if let Some((per_pick, _)) =
-                crate::amx::encode_picks(&centered, &self.w_enc, &self.b_enc, dims, picks)
+                crate::screen::encode_picks(&centered, &self.w_enc, &self.b_enc, dims, picks)
             {
                 let codes = per_pick.into_iter().map(Codes::from_rows).collect();
                 return (centered, codes);

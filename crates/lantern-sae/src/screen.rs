@@ -1,9 +1,11 @@
-//! The encoder's top-k picks on Intel AMX tiles, with the same result as the f32 product.
+//! The encoder's top-k picks from a bf16 screen decided in f32: the same result as the f32
+//! product, from AMX tiles or AVX512-BF16 dot products.
 //!
 //! A TopK training step needs, of the encoder product `x · W_encᵀ + b_enc` (its one dense
 //! product: 4096 x 9216 x 576 on the benchmark shape), only each row's top k. AMX multiplies bf16
-//! tiles at about 2 TFLOP/s a core, twenty times the f32 vector units, but bf16 keeps 8
-//! significant bits, so a bf16 product can rank two close latents the other way round. Here it
+//! tiles at about 2 TFLOP/s a core, twenty times the f32 vector units (AVX512-BF16's dot
+//! products, on CPUs without AMX, at most twice them), but bf16 keeps 8 significant bits, so a
+//! bf16 product can rank two close latents the other way round. Here it
 //! only screens: each approximate pre-activation `a` lies within a margin `E` of the f32 one,
 //! bounded from the actual bf16 rounding errors of the row and of the latent by Cauchy-Schwarz
 //! (see [`Margin`]: about `u‖x‖‖w_j‖` with `u = 2⁻⁸`, half the worst case). A latent
@@ -13,18 +15,55 @@
 //! those: the picks and values of the f32 path, up to the order of the f32 additions.
 //!
 //! Tile loads read rows straddling two cache lines at half speed, so every buffer here is
-//! 64-byte aligned. Used by [`crate::Sae::encode_picks`] when [`available`] says so.
+//! 64-byte aligned. Used by [`crate::Sae::encode_picks`] when [`kernel`] finds one.
 
 use crate::linalg::dot;
 use crate::sae::Pick;
 use rayon::prelude::*;
 
-/// Whether this process can use AMX bf16 tiles: an x86-64 CPU with AMX-TILE, AMX-BF16,
-/// AVX-512F and AVX512-BF16, Linux granting the tile state, and the environment variable
-/// `LANTERN_AMX` not set to `0` (which keeps the f32 product everywhere, to compare the two).
-pub fn available() -> bool {
-    static OK: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *OK.get_or_init(|| std::env::var("LANTERN_AMX").as_deref() != Ok("0") && tiles::enable())
+/// The product a screen runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kernel {
+    /// AMX tiles (Intel Sapphire Rapids and later): TDPBF16PS on 16 x 32 tiles.
+    Amx,
+    /// AVX512-BF16 dot products (AMD Zen 4, Intel Cooper Lake and later): VDPBF16PS. Only
+    /// when asked for: on Sapphire Rapids it is no faster than the f32 product (`cargo bench
+    /// -p lantern-sae --bench encoder`), and it has not been measured on Zen 4, whose f32 FMAs
+    /// it should outrun twice.
+    Avx512Bf16,
+}
+
+impl Kernel {
+    /// Whether this process can run it: the CPU has the instructions (and AVX-512F), and for
+    /// AMX Linux grants the tile state.
+    pub fn supported(self) -> bool {
+        match self {
+            Kernel::Amx => {
+                static OK: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+                *OK.get_or_init(|| Kernel::Avx512Bf16.supported() && tiles::enable())
+            }
+            Kernel::Avx512Bf16 => {
+                std::arch::is_x86_feature_detected!("avx512f")
+                    && std::arch::is_x86_feature_detected!("avx512bf16")
+            }
+        }
+    }
+}
+
+/// The screen's kernel for this process: `LANTERN_SCREEN` names one (`amx`, `avx512`) or turns
+/// the screen off (`off`, which keeps the f32 product everywhere, to compare the two); unset,
+/// AMX where this process can use it, else none.
+pub fn kernel() -> Option<Kernel> {
+    static PICK: std::sync::OnceLock<Option<Kernel>> = std::sync::OnceLock::new();
+    *PICK.get_or_init(|| {
+        let wanted = match std::env::var("LANTERN_SCREEN").as_deref() {
+            Ok("off") | Ok("0") => return None,
+            Ok("amx") => vec![Kernel::Amx],
+            Ok("avx512") => vec![Kernel::Avx512Bf16],
+            _ => vec![Kernel::Amx],
+        };
+        wanted.into_iter().find(|k| k.supported())
+    })
 }
 
 /// How much the bf16 screen let through: candidates recomputed in f32 against picks made.
@@ -39,9 +78,22 @@ pub struct ScreenStats {
 /// Each pick's per-row top k (largest first, positive values only, of equal values the earlier
 /// latent) of `relu(centered · w_encᵀ + b_enc)` over the pick's allowed latents, for
 /// `centered [rows, d]` and `w_enc [n, d]`: what `top_k_row` gives on the f32 product. `None`
-/// when AMX is not [`available`].
+/// when this process has no [`kernel`].
 #[allow(clippy::type_complexity)]
 pub fn encode_picks(
+    centered: &[f32],
+    w_enc: &[f32],
+    b_enc: &[f32],
+    dims: (usize, usize, usize),
+    picks: &[Pick<'_>],
+) -> Option<(Vec<Vec<Vec<(u32, f32)>>>, ScreenStats)> {
+    encode_picks_with(kernel()?, centered, w_enc, b_enc, dims, picks)
+}
+
+/// [`encode_picks`] on a given kernel; `None` when this process cannot run it.
+#[allow(clippy::type_complexity)]
+pub fn encode_picks_with(
+    kernel: Kernel,
     centered: &[f32],
     w_enc: &[f32],
     b_enc: &[f32],
@@ -51,7 +103,7 @@ pub fn encode_picks(
     assert_eq!(centered.len(), rows * d, "input is not {rows}x{d}");
     assert_eq!(w_enc.len(), n * d, "encoder is not {n}x{d}");
     assert_eq!(b_enc.len(), n, "encoder bias is not {n} long");
-    if !available() || d == 0 || n == 0 {
+    if !kernel.supported() || d == 0 || n == 0 {
         return None;
     }
     let enc = Packed::new(w_enc, b_enc, n, d);
@@ -61,6 +113,7 @@ pub fn encode_picks(
         .map(|p| p.allowed.map(|a| bits(a, enc.n_pad)))
         .collect();
     let job = Job {
+        kernel,
         d,
         x: &x,
         centered,
@@ -140,7 +193,7 @@ fn to_bf16_pairs(src: &[f32], dst: &mut [u32]) -> (f32, f32) {
         "bf16 destination too short"
     );
     for (s, d) in src.chunks_exact(32).zip(dst.chunks_exact_mut(16)) {
-        // SAFETY: `available()` checked AVX512-BF16 before any packing; 32 in, 16 out.
+        // SAFETY: `Kernel::supported` checked AVX512-BF16 before any packing; 32 in, 16 out.
         unsafe { tiles::bf16x32(s.try_into().expect("32"), d.try_into().expect("16")) };
     }
     let rest = &src[whole * 32..];
@@ -297,7 +350,8 @@ impl Screen {
     #[inline]
     fn take(&mut self, g: &Group<'_>, mask: u32) {
         let at = self.len;
-        // SAFETY: AMX implies AVX-512F (checked by `available()` before any block runs); the
+        // SAFETY: both kernels need AVX-512F (checked by `Kernel::supported` before any block
+        // runs); the
         // three arrays have 32 free entries past `len` (`len < cap` between calls).
         let added = unsafe {
             tiles::compress(
@@ -385,6 +439,7 @@ fn sift_down(h: &mut [f32], mut i: usize) {
 
 /// Everything a block of rows needs.
 struct Job<'a> {
+    kernel: Kernel,
     d: usize,
     x: &'a Rows,
     centered: &'a [f32],
@@ -395,8 +450,8 @@ struct Job<'a> {
 }
 
 impl Job<'_> {
-    /// Rows `first..first + rows`: the tile product 32 x 32 at a time, each screened while in
-    /// L1, then the survivors recomputed in f32.
+    /// Rows `first..first + rows`: the bf16 product 32 x 32 at a time, each block screened
+    /// while in L1, then the survivors recomputed in f32.
     #[allow(clippy::type_complexity)]
     fn block(&self, first: usize, rows: usize) -> (Vec<Vec<Vec<(u32, f32)>>>, ScreenStats) {
         let enc = self.enc;
@@ -407,18 +462,26 @@ impl Job<'_> {
             .collect();
         let mut tile = Tile([0.0; 32 * 32]);
         let panel_words = enc.chunks * 256;
-        let bytes_per_row = self.x.wpr * 4;
-        // SAFETY: `available()` granted the tile state (checked by the caller); the tile
-        // configuration is this thread's until `release`.
-        let _guard = unsafe { tiles::configure() };
+        let wpr = self.x.wpr;
+        // SAFETY: `Kernel::supported` granted the tile state (checked by the caller); the tile
+        // configuration is this thread's until the guard drops.
+        let _guard = (self.kernel == Kernel::Amx).then(|| unsafe { tiles::configure() });
         for pp in 0..enc.n_pad / 32 {
             let b = &enc.tiles.words()[2 * pp * panel_words..(2 * pp + 2) * panel_words];
             for s in (0..rows).step_by(32) {
                 let a = &self.x.data.words()[(first + s) * self.x.wpr..];
                 // SAFETY: `a` holds 32 padded rows of `wpr` words from here (rows are padded
-                // to a multiple of 32), `b` two panels of `chunks` tiles, all 64-byte aligned.
+                // to a multiple of 32), `b` two panels of `chunks` tiles, all 64-byte aligned;
+                // the kernel is supported (checked by the caller; AMX's tiles configured).
                 unsafe {
-                    tiles::product(a.as_ptr(), bytes_per_row, b.as_ptr(), enc.chunks, &mut tile)
+                    match self.kernel {
+                        Kernel::Amx => {
+                            tiles::product(a.as_ptr(), wpr * 4, b.as_ptr(), enc.chunks, &mut tile)
+                        }
+                        Kernel::Avx512Bf16 => {
+                            tiles::dot_product(a.as_ptr(), wpr, b.as_ptr(), enc.chunks, &mut tile)
+                        }
+                    }
                 };
                 let here = 32.min(rows - s);
                 self.screen_tile(&tile, (first + s, here), pp, &mut screens, s);
@@ -545,8 +608,8 @@ impl Job<'_> {
                     },
                     j0: j0 as u32,
                 };
-                // SAFETY: AMX implies AVX-512F, checked by `available()` before any block
-                // runs; the group's slices hold 32 values.
+                // SAFETY: both kernels need AVX-512F, checked by `Kernel::supported` before
+                // any block runs; the group's slices hold 32 values.
                 if unsafe { tiles::any_above(&group, screen.floor, mask) } {
                     screen.take(&group, mask);
                 }
@@ -587,16 +650,11 @@ mod tiles {
     use std::arch::x86_64::*;
 
     /// Asks Linux for the tile data state (`arch_prctl(ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA)`),
-    /// after checking the CPU has AMX-TILE, AMX-BF16, AVX-512F and AVX512-BF16.
+    /// after checking the CPU has AMX-TILE and AMX-BF16.
     pub fn enable() -> bool {
         let leaf7 = __cpuid_count(7, 0);
         let amx = leaf7.edx & (1 << 24) != 0 && leaf7.edx & (1 << 22) != 0;
-        let avx512 = std::arch::is_x86_feature_detected!("avx512f")
-            && std::arch::is_x86_feature_detected!("avx512bf16");
-        if !(amx && avx512) {
-            return false;
-        }
-        request_tile_state()
+        amx && request_tile_state()
     }
 
     #[cfg(target_os = "linux")]
@@ -726,6 +784,43 @@ mod tiles {
         );
     }
 
+    /// What [`product`] computes, on AVX512-BF16 dot products: 8 rows x 32 latents at a time
+    /// in 16 accumulators, each step one broadcast pair of a row's inputs against the same
+    /// pair of 16 latents (a row of a packed tile, which is VDPBF16PS's layout too).
+    ///
+    /// # Safety
+    /// The CPU must have AVX-512F and AVX512-BF16; `a` must hold 32 rows of `wpr` words
+    /// (`wpr >= chunks * 16`), `b` 2 x `chunks` x 256 words.
+    #[target_feature(enable = "avx512f,avx512bf16")]
+    pub unsafe fn dot_product(
+        a: *const u32,
+        wpr: usize,
+        b: *const u32,
+        chunks: usize,
+        out: &mut Tile,
+    ) {
+        let b1 = b.add(chunks * 256);
+        for r0 in (0..32).step_by(8) {
+            let mut acc = [_mm512_setzero_ps(); 16];
+            for p in 0..chunks * 16 {
+                // Pair p of the inputs: tile p / 16, pair row p % 16.
+                let w0: __m512bh = std::mem::transmute(_mm512_loadu_si512(b.add(p * 16).cast()));
+                let w1: __m512bh = std::mem::transmute(_mm512_loadu_si512(b1.add(p * 16).cast()));
+                for (i, acc) in acc.chunks_exact_mut(2).enumerate() {
+                    let x = *a.add((r0 + i) * wpr + p) as i32;
+                    let x: __m512bh = std::mem::transmute(_mm512_set1_epi32(x));
+                    acc[0] = _mm512_dpbf16_ps(acc[0], x, w0);
+                    acc[1] = _mm512_dpbf16_ps(acc[1], x, w1);
+                }
+            }
+            for (i, acc) in acc.chunks_exact(2).enumerate() {
+                let row = out.0.as_mut_ptr().add((r0 + i) * 32);
+                _mm512_storeu_ps(row, acc[0]);
+                _mm512_storeu_ps(row.add(16), acc[1]);
+            }
+        }
+    }
+
     /// Whether any latent of the group in `mask` has an upper bound above `floor`.
     ///
     /// # Safety
@@ -811,9 +906,17 @@ mod tests {
 
     /// Checks each pick against f64 arithmetic: values to f32 accuracy, the right count, and
     /// nothing left out that beats what was picked (beyond f32 rounding).
-    fn check(x: &[f32], w: &[f32], b: &[f32], d: usize, picks: &[Pick<'_>]) -> ScreenStats {
+    fn check(
+        kernel: Kernel,
+        x: &[f32],
+        w: &[f32],
+        b: &[f32],
+        d: usize,
+        picks: &[Pick<'_>],
+    ) -> ScreenStats {
         let (rows, n) = (x.len() / d, b.len());
-        let (got, stats) = encode_picks(x, w, b, (rows, n, d), picks).expect("AMX available");
+        let (got, stats) =
+            encode_picks_with(kernel, x, w, b, (rows, n, d), picks).expect("kernel supported");
         for (p, pick) in picks.iter().enumerate() {
             for r in 0..rows {
                 let xr = &x[r * d..(r + 1) * d];
@@ -852,12 +955,24 @@ mod tests {
         (0..len).map(|_| rng.gen_range(-scale..scale)).collect()
     }
 
+    /// The kernels this CPU runs (on one with none, the tests below check nothing and say so).
+    fn kernels() -> Vec<Kernel> {
+        let all = [Kernel::Amx, Kernel::Avx512Bf16];
+        let here: Vec<Kernel> = all.into_iter().filter(|k| k.supported()).collect();
+        if here.is_empty() {
+            eprintln!("skipped: this CPU has neither AMX nor AVX512-BF16");
+        }
+        here
+    }
+
     #[test]
     fn screened_picks_equal_the_f32_top_k_on_ragged_shapes() {
-        if !available() {
-            eprintln!("skipped: this CPU or kernel has no AMX tiles");
-            return;
+        for kernel in kernels() {
+            ragged_shapes(kernel);
         }
+    }
+
+    fn ragged_shapes(kernel: Kernel) {
         let mut rng = rand::rngs::StdRng::seed_from_u64(7);
         for (rows, n, d) in [(300, 1000, 96), (33, 77, 50), (128, 512, 576), (5, 40, 1)] {
             let x = random(rows * d, 1.0, &mut rng);
@@ -886,17 +1001,19 @@ mod tests {
                     allowed: None,
                 },
             ];
-            let stats = check(&x, &w, &b, d, &picks);
+            let stats = check(kernel, &x, &w, &b, d, &picks);
             assert!(stats.candidates >= stats.picked);
         }
     }
 
     #[test]
     fn latents_that_bf16_cannot_tell_apart_are_ranked_in_f32() {
-        if !available() {
-            eprintln!("skipped: this CPU or kernel has no AMX tiles");
-            return;
+        for kernel in kernels() {
+            bf16_ties(kernel);
         }
+    }
+
+    fn bf16_ties(kernel: Kernel) {
         // Latent j is latent 0 plus j * 2e-6 along every input: along a positive input the
         // f32 pre-activations rise with j, by far less than bf16 can resolve, so the screen
         // keeps well over a hundred latents a row (more than its first buffer holds) and the
@@ -916,7 +1033,8 @@ mod tests {
             k: 4,
             allowed: None,
         }];
-        let (got, stats) = encode_picks(&x, &w, &b, (rows, n, d), &pick).expect("AMX available");
+        let (got, stats) =
+            encode_picks_with(kernel, &x, &w, &b, (rows, n, d), &pick).expect("kernel supported");
         assert!(
             stats.candidates > rows * (2 * 4 + 64),
             "only {} survivors",
@@ -926,6 +1044,6 @@ mod tests {
             let idx: Vec<u32> = row.iter().map(|e| e.0).collect();
             assert_eq!(idx, vec![255, 254, 253, 252]);
         }
-        check(&x, &w, &b, d, &pick);
+        check(kernel, &x, &w, &b, d, &pick);
     }
 }
