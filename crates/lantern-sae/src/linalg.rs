@@ -232,8 +232,8 @@ mod tests {
 
 /// `c += a · bᵀ` for row-major `a [m, k]`, `b [n, k]`, `c [m, n]`: the SAE encoder's product
 /// (activations times the encoder's rows). A packed 6x16 AVX2/FMA kernel where the CPU has
-/// one (faster than the generic `gemm` crate on this shape: `cargo bench -p lantern-sae
-/// --bench encoder`), else [`matmul_into`].
+/// one, 6x32 in 512-bit registers where it has AVX-512F (faster than the generic `gemm` crate
+/// on this shape: `cargo bench -p lantern-sae --bench encoder`), else [`matmul_into`].
 pub fn matmul_nt_acc(a: &[f32], b: &[f32], m: usize, n: usize, k: usize, c: &mut [f32]) {
     matmul_nt(a, b, m, n, k, c, None);
 }
@@ -334,8 +334,9 @@ fn matmul_nt(
 }
 
 /// The packed kernel behind [`matmul_nt_acc`]: `b` is packed once into panels of 16 rows
-/// (k-major), each thread takes blocks of 96 rows of `a`, packs them into panels of 6 and runs
-/// the 6x16 register tile over k-blocks that keep a 256-row slice of packed `b` in L2.
+/// (k-major), each thread takes blocks of rows of `a`, packs them into panels of 6 and runs
+/// the 6x16 register tile (6x32 over two panels with AVX-512F) over k-blocks that keep a slice
+/// of packed `b` in L2.
 #[cfg(target_arch = "x86_64")]
 mod nt {
     use rayon::prelude::*;
@@ -424,41 +425,86 @@ mod nt {
             }
         }
         let bpanels = n.div_ceil(NR);
-        let mut tile = [0f32; MR * NR];
+        // Two panels at a time in 512-bit registers where the CPU has AVX-512F.
+        let wide = std::arch::is_x86_feature_detected!("avx512f");
+        let mut tile = [0f32; MR * 2 * NR];
         for j0 in (0..bpanels).step_by(NB / NR) {
+            let j1 = bpanels.min(j0 + NB / NR);
             for k0 in (0..k).step_by(kb) {
                 let kc = kb.min(k - k0);
+                let first = k0 == 0 && bias.is_some();
                 for p in 0..apanels {
                     let ai = &ap[p * k * MR + k0 * MR..];
-                    for q in j0..bpanels.min(j0 + NB / NR) {
+                    let rs = MR.min(rows - p * MR);
+                    let mut q = j0;
+                    while q < j1 {
                         let bi = &bp[q * k * NR + k0 * NR..];
-                        // SAFETY: the CPU has AVX2 and FMA (checked by the caller); `ai` holds
-                        // at least kc * MR and `bi` kc * NR floats.
-                        unsafe { kernel(kc, ai.as_ptr(), bi.as_ptr(), &mut tile) };
-                        let rs = MR.min(rows - p * MR);
-                        let cs = NR.min(n - q * NR);
-                        let first = k0 == 0 && bias.is_some();
-                        for r in 0..rs {
-                            let dst = &mut c[(p * MR + r) * n + q * NR..][..cs];
-                            let t = &tile[r * NR..r * NR + cs];
-                            match bias {
-                                Some(b) if first => {
-                                    for ((d, t), b) in dst.iter_mut().zip(t).zip(&b[q * NR..]) {
-                                        *d = t + b;
-                                    }
-                                }
-                                _ => dst.iter_mut().zip(t).for_each(|(d, t)| *d += t),
+                        let panels = if wide && q + 1 < j1 { 2 } else { 1 };
+                        // SAFETY: the CPU has AVX2 and FMA (checked by the caller) and AVX-512F
+                        // where `wide`; `ai` holds at least kc * MR floats, `bi` kc * NR and,
+                        // for two panels, the next panel's k * NR after its own.
+                        unsafe {
+                            if panels == 2 {
+                                let next = bi.as_ptr().add(k * NR);
+                                kernel2(kc, ai.as_ptr(), bi.as_ptr(), next, &mut tile);
+                            } else {
+                                kernel(kc, ai.as_ptr(), bi.as_ptr(), &mut tile);
                             }
                         }
+                        let width = panels * NR;
+                        for (i, q) in (q..q + panels).enumerate() {
+                            let cs = NR.min(n - q * NR);
+                            for r in 0..rs {
+                                let dst = &mut c[(p * MR + r) * n + q * NR..][..cs];
+                                let t = &tile[r * width + i * NR..][..cs];
+                                match bias {
+                                    Some(b) if first => {
+                                        let b = &b[q * NR..];
+                                        for ((d, t), b) in dst.iter_mut().zip(t).zip(b) {
+                                            *d = t + b;
+                                        }
+                                    }
+                                    _ => dst.iter_mut().zip(t).for_each(|(d, t)| *d += t),
+                                }
+                            }
+                        }
+                        q += panels;
                     }
                 }
             }
         }
     }
 
+    /// `tile = ap · [bp0 bp1]` over `kc` steps: 6 rows x two panels of 16 columns, in 12
+    /// 512-bit accumulators (row r's 32 values at `tile[32 r..]`).
+    #[target_feature(enable = "avx512f")]
+    unsafe fn kernel2(
+        kc: usize,
+        a: *const f32,
+        b0: *const f32,
+        b1: *const f32,
+        tile: &mut [f32; MR * 2 * NR],
+    ) {
+        let mut c = [_mm512_setzero_ps(); 12];
+        for p in 0..kc {
+            let w0 = _mm512_loadu_ps(b0.add(p * NR));
+            let w1 = _mm512_loadu_ps(b1.add(p * NR));
+            let ar = a.add(p * MR);
+            for r in 0..MR {
+                let x = _mm512_set1_ps(*ar.add(r));
+                c[2 * r] = _mm512_fmadd_ps(x, w0, c[2 * r]);
+                c[2 * r + 1] = _mm512_fmadd_ps(x, w1, c[2 * r + 1]);
+            }
+        }
+        for r in 0..MR {
+            _mm512_storeu_ps(tile.as_mut_ptr().add(r * 2 * NR), c[2 * r]);
+            _mm512_storeu_ps(tile.as_mut_ptr().add(r * 2 * NR + NR), c[2 * r + 1]);
+        }
+    }
+
     /// `tile = ap · bp` over `kc` steps: 6 rows x 16 columns in 12 accumulators.
     #[target_feature(enable = "avx2,fma")]
-    unsafe fn kernel(kc: usize, a: *const f32, b: *const f32, tile: &mut [f32; MR * NR]) {
+    unsafe fn kernel(kc: usize, a: *const f32, b: *const f32, tile: &mut [f32; MR * 2 * NR]) {
         let mut c = [_mm256_setzero_ps(); 12];
         for p in 0..kc {
             let b0 = _mm256_loadu_ps(b.add(p * NR));
@@ -470,6 +516,7 @@ mod nt {
                 c[2 * r + 1] = _mm256_fmadd_ps(x, b1, c[2 * r + 1]);
             }
         }
+        // Row r at tile[r * NR..]: the one-panel layout.
         for r in 0..MR {
             _mm256_storeu_ps(tile.as_mut_ptr().add(r * NR), c[2 * r]);
             _mm256_storeu_ps(tile.as_mut_ptr().add(r * NR + 8), c[2 * r + 1]);
