@@ -630,8 +630,9 @@ struct Group<'a> {
 /// The screen's margin for one row and 32 latents: the tile product lies within
 /// `‖x̃‖·‖w - w̃‖ + (‖x - x̃‖ + 2γ‖x‖)·‖w‖` of the f32 one. (`x·w - x̃·w̃ = x̃·(w - w̃) +
 /// (x - x̃)·w`, each term bounded by Cauchy-Schwarz with the actual rounding errors; the tiles'
-/// f32 sum and the f32 recompute each add at most `γ‖x‖‖w‖`.) Typical bf16 rounding errors are
-/// half their worst case `u`, so this is about half of `2u‖x‖‖w‖`.
+/// f32 sum and the f32 recompute each add at most `γ‖x‖‖w‖`; the bias sums' roundings are
+/// added per value, in `tiles::bounds`.) Typical bf16 rounding errors are half their worst case
+/// `u`, so this is about half of `2u‖x‖‖w‖`.
 struct Margin<'a> {
     rounded: f32,
     error: f32,
@@ -821,6 +822,34 @@ mod tiles {
         }
     }
 
+    /// Sixteen latents' bounds from offset `o` of the group: `v ∓ e` around `v = approx + bias`,
+    /// with `e` the margin plus `2⁻²²|v|` for the f32 roundings of the bias sums (here and in
+    /// the recompute) and of `v ± e` itself. [`any_above`] and [`compress`] share it, so they
+    /// agree to the bit.
+    ///
+    /// # Safety
+    /// The CPU must have AVX-512F; the group's slices must hold `o + 16` values.
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn bounds(g: &Group<'_>, o: usize) -> (__m512, __m512) {
+        let m = &g.margin;
+        let v = _mm512_add_ps(
+            _mm512_loadu_ps(g.approx.as_ptr().add(o)),
+            _mm512_loadu_ps(g.bias.as_ptr().add(o)),
+        );
+        let e = _mm512_mul_ps(
+            _mm512_set1_ps(m.rounded),
+            _mm512_loadu_ps(m.w_error.as_ptr().add(o)),
+        );
+        let e = _mm512_fmadd_ps(
+            _mm512_set1_ps(m.error),
+            _mm512_loadu_ps(m.w_norm.as_ptr().add(o)),
+            e,
+        );
+        let e = _mm512_fmadd_ps(_mm512_abs_ps(v), _mm512_set1_ps(2f32.powi(-22)), e);
+        (_mm512_sub_ps(v, e), _mm512_add_ps(v, e))
+    }
+
     /// Whether any latent of the group in `mask` has an upper bound above `floor`.
     ///
     /// # Safety
@@ -828,25 +857,15 @@ mod tiles {
     #[inline]
     #[target_feature(enable = "avx512f")]
     pub unsafe fn any_above(g: &Group<'_>, floor: f32, mask: u32) -> bool {
-        let m = &g.margin;
         let f = _mm512_set1_ps(floor);
-        let (rounded, error) = (_mm512_set1_ps(m.rounded), _mm512_set1_ps(m.error));
-        let hi = |o: usize| {
-            let v = _mm512_add_ps(
-                _mm512_loadu_ps(g.approx.as_ptr().add(o)),
-                _mm512_loadu_ps(g.bias.as_ptr().add(o)),
-            );
-            let v = _mm512_fmadd_ps(rounded, _mm512_loadu_ps(m.w_error.as_ptr().add(o)), v);
-            _mm512_fmadd_ps(error, _mm512_loadu_ps(m.w_norm.as_ptr().add(o)), v)
-        };
-        let lo_half = _mm512_cmp_ps_mask::<_CMP_GT_OQ>(hi(0), f) as u32;
-        let hi_half = _mm512_cmp_ps_mask::<_CMP_GT_OQ>(hi(16), f) as u32;
+        let lo_half = _mm512_cmp_ps_mask::<_CMP_GT_OQ>(bounds(g, 0).1, f) as u32;
+        let hi_half = _mm512_cmp_ps_mask::<_CMP_GT_OQ>(bounds(g, 16).1, f) as u32;
         (lo_half | hi_half << 16) & mask != 0
     }
 
-    /// The screen on 32 latents, sixteen lanes at a time: bounds `v ± margin` around
-    /// `v = approx + bias`, and the index, lower and upper bound of each latent in `mask` whose
-    /// upper bound beats `floor` appended (compress-stored) to `out`. Returns how many.
+    /// The screen on 32 latents, sixteen lanes at a time: the index, lower and upper bound
+    /// ([`bounds`]) of each latent in `mask` whose upper bound beats `floor` appended
+    /// (compress-stored) to `out`. Returns how many.
     ///
     /// # Safety
     /// The CPU must have AVX-512F; the group's slices must hold 32 values and each of `out`
@@ -863,17 +882,10 @@ mod tiles {
         assert!(m.w_error.len() >= 32 && m.w_norm.len() >= 32);
         assert!(out.0.len() >= 32 && out.1.len() >= 32 && out.2.len() >= 32);
         let f = _mm512_set1_ps(floor);
-        let (rounded, error) = (_mm512_set1_ps(m.rounded), _mm512_set1_ps(m.error));
         let lanes = _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0);
         let mut n = 0;
         for o in [0, 16] {
-            let v = _mm512_add_ps(
-                _mm512_loadu_ps(g.approx.as_ptr().add(o)),
-                _mm512_loadu_ps(g.bias.as_ptr().add(o)),
-            );
-            let e = _mm512_mul_ps(rounded, _mm512_loadu_ps(m.w_error.as_ptr().add(o)));
-            let e = _mm512_fmadd_ps(error, _mm512_loadu_ps(m.w_norm.as_ptr().add(o)), e);
-            let (lo, hi) = (_mm512_sub_ps(v, e), _mm512_add_ps(v, e));
+            let (lo, hi) = bounds(g, o);
             let keep = _mm512_cmp_ps_mask::<_CMP_GT_OQ>(hi, f) & (mask >> o) as u16;
             let j = _mm512_add_epi32(lanes, _mm512_set1_epi32((g.j0 + o as u32) as i32));
             _mm512_mask_compressstoreu_epi32(out.0.as_mut_ptr().add(n).cast(), keep, j);
