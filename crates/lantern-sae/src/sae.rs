@@ -219,10 +219,9 @@ impl Sae {
         {
             let (n, d) = (self.cfg.num_latents, self.cfg.d_in);
             let dims = (centered.len() / d, n, d);
-            if let Some((per_pick, _)) =
+            if let Some((codes, _)) =
                 crate::screen::encode_picks(&centered, &self.w_enc, &self.b_enc, dims, picks)
             {
-                let codes = per_pick.into_iter().map(Codes::from_rows).collect();
                 return (centered, codes);
             }
         }
@@ -245,13 +244,7 @@ impl Sae {
                 })
                 .collect::<Vec<Vec<_>>>()
         });
-        let mut per_pick: Vec<Vec<Vec<(u32, f32)>>> = vec![Vec::with_capacity(rows); picks.len()];
-        for block in blocks {
-            for (all, part) in per_pick.iter_mut().zip(block) {
-                all.extend(part);
-            }
-        }
-        per_pick.into_iter().map(Codes::from_rows).collect()
+        Codes::from_blocks(picks.len(), blocks)
     }
 
     /// Decodes codes to `[rows, d_in]`: `b_dec + Σ c_j W_dec[j]` (`with_bias = false` leaves out
@@ -263,8 +256,7 @@ impl Sae {
             if with_bias {
                 o.copy_from_slice(&self.b_dec);
             }
-            let span = codes.offsets[r]..codes.offsets[r + 1];
-            let (idx, val) = (&codes.idx[span.clone()], &codes.val[span]);
+            let (idx, val) = codes.row_slices(r);
             for (i, (&j, &v)) in idx.iter().zip(val).enumerate() {
                 // The decoder row two codes ahead is fetched while this one is added.
                 if let Some(&ahead) = idx.get(i + 2) {

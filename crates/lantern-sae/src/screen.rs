@@ -19,6 +19,7 @@
 
 use crate::linalg::dot;
 use crate::sae::Pick;
+use crate::topk::{rank_order, BlockPicks, Codes};
 use rayon::prelude::*;
 
 /// The product a screen runs on.
@@ -79,19 +80,17 @@ pub struct ScreenStats {
 /// latent) of `relu(centered · w_encᵀ + b_enc)` over the pick's allowed latents, for
 /// `centered [rows, d]` and `w_enc [n, d]`: what `top_k_row` gives on the f32 product. `None`
 /// when this process has no [`kernel`].
-#[allow(clippy::type_complexity)]
 pub fn encode_picks(
     centered: &[f32],
     w_enc: &[f32],
     b_enc: &[f32],
     dims: (usize, usize, usize),
     picks: &[Pick<'_>],
-) -> Option<(Vec<Vec<Vec<(u32, f32)>>>, ScreenStats)> {
+) -> Option<(Vec<Codes>, ScreenStats)> {
     encode_picks_with(kernel()?, centered, w_enc, b_enc, dims, picks)
 }
 
 /// [`encode_picks`] on a given kernel; `None` when this process cannot run it.
-#[allow(clippy::type_complexity)]
 pub fn encode_picks_with(
     kernel: Kernel,
     centered: &[f32],
@@ -99,7 +98,7 @@ pub fn encode_picks_with(
     b_enc: &[f32],
     (rows, n, d): (usize, usize, usize),
     picks: &[Pick<'_>],
-) -> Option<(Vec<Vec<Vec<(u32, f32)>>>, ScreenStats)> {
+) -> Option<(Vec<Codes>, ScreenStats)> {
     assert_eq!(centered.len(), rows * d, "input is not {rows}x{d}");
     assert_eq!(w_enc.len(), n * d, "encoder is not {n}x{d}");
     assert_eq!(b_enc.len(), n, "encoder bias is not {n} long");
@@ -122,20 +121,17 @@ pub fn encode_picks_with(
         picks,
         allowed: &allowed,
     };
-    let blocks: Vec<(Vec<Vec<Vec<(u32, f32)>>>, ScreenStats)> = (0..rows.div_ceil(BLOCK_ROWS))
+    let blocks: Vec<(BlockPicks, ScreenStats)> = (0..rows.div_ceil(BLOCK_ROWS))
         .into_par_iter()
         .map(|b| job.block(b * BLOCK_ROWS, BLOCK_ROWS.min(rows - b * BLOCK_ROWS)))
         .collect();
-    let mut out: Vec<Vec<Vec<(u32, f32)>>> = vec![Vec::with_capacity(rows); picks.len()];
     let mut stats = ScreenStats::default();
-    for (per_pick, s) in blocks {
-        for (all, part) in out.iter_mut().zip(per_pick) {
-            all.extend(part);
-        }
+    for (_, s) in &blocks {
         stats.candidates += s.candidates;
         stats.picked += s.picked;
     }
-    Some((out, stats))
+    let codes = Codes::from_blocks(picks.len(), blocks.into_iter().map(|(b, _)| b));
+    Some((codes, stats))
 }
 
 /// Rows of `x` per task: each pair of encoder panels (36 KB) is loaded once per block and
@@ -452,8 +448,7 @@ struct Job<'a> {
 impl Job<'_> {
     /// Rows `first..first + rows`: the bf16 product 32 x 32 at a time, each block screened
     /// while in L1, then the survivors recomputed in f32.
-    #[allow(clippy::type_complexity)]
-    fn block(&self, first: usize, rows: usize) -> (Vec<Vec<Vec<(u32, f32)>>>, ScreenStats) {
+    fn block(&self, first: usize, rows: usize) -> (BlockPicks, ScreenStats) {
         let enc = self.enc;
         let mut screens: Vec<Vec<Screen>> = self
             .picks
@@ -469,7 +464,7 @@ impl Job<'_> {
         for pp in 0..enc.n_pad / 32 {
             let b = &enc.tiles.words()[2 * pp * panel_words..(2 * pp + 2) * panel_words];
             for s in (0..rows).step_by(32) {
-                let a = &self.x.data.words()[(first + s) * self.x.wpr..];
+                let a = &self.x.data.words()[(first + s) * wpr..];
                 // SAFETY: `a` holds 32 padded rows of `wpr` words from here (rows are padded
                 // to a multiple of 32), `b` two panels of `chunks` tiles, all 64-byte aligned;
                 // the kernel is supported (checked by the caller; AMX's tiles configured).
@@ -494,12 +489,7 @@ impl Job<'_> {
     /// Each screen's survivors recomputed in f32 and cut to their top k. The recompute goes
     /// latent by latent over the block, so an encoder row comes from memory once for every
     /// row of the block that needs it (row by row, each survivor would fetch its own).
-    #[allow(clippy::type_complexity)]
-    fn decide(
-        &self,
-        first: usize,
-        screens: Vec<Vec<Screen>>,
-    ) -> (Vec<Vec<Vec<(u32, f32)>>>, ScreenStats) {
+    fn decide(&self, first: usize, screens: Vec<Vec<Screen>>) -> (BlockPicks, ScreenStats) {
         let d = self.d;
         let survivors: Vec<Vec<Vec<u32>>> = screens
             .into_iter()
@@ -556,7 +546,7 @@ impl Job<'_> {
                             })
                             .filter(|&(_, v)| v > 0.0)
                             .collect();
-                        top.sort_unstable_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+                        top.sort_unstable_by(rank_order);
                         top.truncate(pick.k);
                         stats.picked += top.len();
                         top
@@ -935,7 +925,7 @@ mod tests {
                 let want = exact_row(xr, w, b, d);
                 let ok = |j: usize| pick.allowed.is_none_or(|a| a[j]);
                 let tol = 1e-5 * (1.0 + want.iter().fold(0f64, |m, v| m.max(v.abs())));
-                let row = &got[p][r];
+                let row: Vec<(u32, f32)> = got[p].row(r).map(|(j, v)| (j as u32, v)).collect();
                 let positive = (0..n).filter(|&j| ok(j) && want[j] > tol).count();
                 assert!(
                     row.len() <= pick.k && row.len() >= pick.k.min(positive),
@@ -944,7 +934,7 @@ mod tests {
                 for w2 in row.windows(2) {
                     assert!(w2[0].1 >= w2[1].1, "row {r} not largest first");
                 }
-                for &(j, v) in row {
+                for &(j, v) in &row {
                     let j = j as usize;
                     assert!(ok(j), "row {r} picked a latent its pick does not allow");
                     assert!((v as f64 - want[j]).abs() < tol, "row {r} latent {j}");
@@ -1052,8 +1042,8 @@ mod tests {
             "only {} survivors",
             stats.candidates
         );
-        for row in &got[0] {
-            let idx: Vec<u32> = row.iter().map(|e| e.0).collect();
+        for r in 0..rows {
+            let idx = got[0].row_slices(r).0.to_vec();
             assert_eq!(idx, vec![255, 254, 253, 252]);
         }
         check(kernel, &x, &w, &b, d, &pick);

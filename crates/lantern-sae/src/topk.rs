@@ -2,6 +2,10 @@
 
 use rayon::prelude::*;
 
+/// What a block-by-block encoder gives for one block of rows: per pick, per row, the (latent,
+/// activation) pairs picked, largest first.
+pub type BlockPicks = Vec<Vec<Vec<(u32, f32)>>>;
+
 /// Sparse codes of a batch in compressed-row form: row `r`'s latents are
 /// `idx[offsets[r]..offsets[r + 1]]` with activations `val[..]` (all > 0).
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -22,11 +26,14 @@ impl Codes {
 
     /// The (latent, activation) pairs of row `r`.
     pub fn row(&self, r: usize) -> impl Iterator<Item = (usize, f32)> + '_ {
+        let (idx, val) = self.row_slices(r);
+        idx.iter().zip(val).map(|(&i, &v)| (i as usize, v))
+    }
+
+    /// Row `r`'s latent indices and activations, as slices.
+    pub fn row_slices(&self, r: usize) -> (&[u32], &[f32]) {
         let span = self.offsets[r]..self.offsets[r + 1];
-        self.idx[span.clone()]
-            .iter()
-            .zip(&self.val[span])
-            .map(|(&i, &v)| (i as usize, v))
+        (&self.idx[span.clone()], &self.val[span])
     }
 
     /// Total number of non-zero codes.
@@ -42,6 +49,21 @@ impl Codes {
                 .map(|r| self.row(r).take(k).map(|(j, v)| (j as u32, v)).collect())
                 .collect(),
         )
+    }
+
+    /// One set of codes per pick from blocks of consecutive rows, each block holding every
+    /// pick's rows in order (what the block-by-block encoders return).
+    pub fn from_blocks<I>(picks: usize, blocks: I) -> Vec<Codes>
+    where
+        I: IntoIterator<Item = BlockPicks>,
+    {
+        let mut per_pick: BlockPicks = vec![Vec::new(); picks];
+        for block in blocks {
+            for (all, part) in per_pick.iter_mut().zip(block) {
+                all.extend(part);
+            }
+        }
+        per_pick.into_iter().map(Codes::from_rows).collect()
     }
 
     /// Builds codes from per-row lists.
@@ -125,11 +147,6 @@ impl Candidates {
         }
     }
 
-    /// Larger value first; of equal values the earlier index.
-    fn order(a: &(u32, f32), b: &(u32, f32)) -> std::cmp::Ordering {
-        b.1.total_cmp(&a.1).then(a.0.cmp(&b.0))
-    }
-
     #[inline]
     fn push(&mut self, i: usize, v: f32) {
         self.buf.push((i as u32, v));
@@ -140,7 +157,7 @@ impl Candidates {
 
     fn cut(&mut self) {
         if self.buf.len() > self.k {
-            self.buf.select_nth_unstable_by(self.k - 1, Self::order);
+            self.buf.select_nth_unstable_by(self.k - 1, rank_order);
             self.buf.truncate(self.k);
             self.floor = self.buf.iter().map(|e| e.1).fold(f32::INFINITY, f32::min);
         }
@@ -148,9 +165,15 @@ impl Candidates {
 
     fn finish(mut self) -> Vec<(u32, f32)> {
         self.cut();
-        self.buf.sort_unstable_by(Self::order);
+        self.buf.sort_unstable_by(rank_order);
         self.buf
     }
+}
+
+/// The order of a top-k's (latent, value) pairs: larger value first; of equal values the
+/// earlier latent.
+pub(crate) fn rank_order(a: &(u32, f32), b: &(u32, f32)) -> std::cmp::Ordering {
+    b.1.total_cmp(&a.1).then(a.0.cmp(&b.0))
 }
 
 /// Which values of the block are above `floor`, as a bit mask (bit `j` for value `j`): vector
