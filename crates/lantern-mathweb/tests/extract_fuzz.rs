@@ -90,20 +90,35 @@ fn unescaped_dollars(s: &str) -> usize {
             continue;
         }
         let b = line.as_bytes();
-        // 0 = text, 1 = math, 2 = inline code; backticks open code only outside math.
+        // 0 = text, 1 = inline math, 2 = inline code, 3 = display math (`$$ .. $$`);
+        // backticks open code only in text. Every unescaped `$` outside code counts once.
         let mut state = 0;
-        for i in 0..b.len() {
+        let mut i = 0;
+        while i < b.len() {
             let escaped = i > 0 && b[i - 1] == b'\\';
+            let doubled = b.get(i + 1) == Some(&b'$');
             match (state, b[i]) {
                 // A backtick with no partner later on the line is a literal.
                 (0, b'`') if !escaped && b[i + 1..].contains(&b'`') => state = 2,
                 (2, b'`') => state = 0,
-                (0 | 1, b'$') if !escaped => {
-                    n += 1;
-                    state = 1 - state;
+                (0 | 3, b'$') if !escaped && doubled => {
+                    n += 2;
+                    state = 3 - state;
+                    i += 1;
                 }
+                (0, b'$') if !escaped => {
+                    n += 1;
+                    state = 1;
+                }
+                (1, b'$') if !escaped => {
+                    n += 1;
+                    state = 0;
+                }
+                // A lone `$` inside display math: counted, so it leaves the count odd.
+                (3, b'$') if !escaped => n += 1,
                 _ => {}
             }
+            i += 1;
         }
     }
     n
@@ -129,5 +144,34 @@ proptest! {
                 prop_assert_eq!(unescaped_dollars(&e.text) % 2, 0, "{}", e.text);
             }
         }
+    }
+}
+
+/// The counter: display math (`$$ .. $$`) is math for backticks too, as inline math is.
+#[test]
+fn dollar_counter_reads_display_math_code_and_escapes() {
+    assert_eq!(unescaped_dollars("$$`$$ $`$"), 6);
+    assert_eq!(unescaped_dollars("$$a$$ and $b$"), 6);
+    assert_eq!(unescaped_dollars("$$a"), 2);
+    assert_eq!(unescaped_dollars("$$a$ b"), 3);
+    assert_eq!(unescaped_dollars("`$` \\$ $x"), 1);
+    assert_eq!(unescaped_dollars("```\n$\n```\n$a$"), 2);
+}
+
+/// A page the proptest once drew: MathML holding a backtick after a display formula holding
+/// one; both formulas come out closed.
+#[test]
+fn backticks_inside_formulas_leave_the_dollars_paired() {
+    let html = "<table><tr><td></math>$$`$$</div><math>`";
+    for opts in [
+        ExtractOptions::default(),
+        ExtractOptions {
+            boilerplate: false,
+            ..ExtractOptions::default()
+        },
+    ] {
+        let e = extract(html, &opts).expect("the page has text");
+        assert!(e.text.contains('`'), "{}", e.text);
+        assert_eq!(unescaped_dollars(&e.text) % 2, 0, "{}", e.text);
     }
 }
